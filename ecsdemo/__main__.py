@@ -1,0 +1,3 @@
+from ecsdemo.cli import main
+
+main()

@@ -1,0 +1,71 @@
+"""The project's foundation: packaging data, the state directory, the config object, the CLI's error handling."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from ecsdemo import paths
+from ecsdemo.config import DemoConfig
+from ecsdemo.errors import EcsdemoError
+from ecsdemo.state import StateDir
+
+
+def test_share_dirs_exist():
+    assert (paths.templates_dir()).is_dir()
+    assert (paths.terraform_dir()).is_dir()
+
+
+def test_state_json_roundtrip_and_atomic(tmp_path):
+    st = StateDir(tmp_path / "s").ensure()
+    st.write_json("a.json", {"x": 1})
+    assert st.read_json("a.json") == {"x": 1}
+    assert st.read_json("missing.json", default=7) == 7
+    assert not [p for p in st.root.iterdir() if p.name.startswith(".a.json")]  # no temp file left
+
+
+def test_corrupt_state_file_is_a_clear_error(tmp_path):
+    st = StateDir(tmp_path).ensure()
+    st.path("bad.json").write_text("{not json")
+    with pytest.raises(EcsdemoError, match="bad.json is corrupt"):
+        st.read_json("bad.json")
+
+
+def test_state_dir_that_is_a_file(tmp_path):
+    f = tmp_path / "file"
+    f.write_text("x")
+    with pytest.raises(EcsdemoError, match="not a directory"):
+        StateDir(f).ensure()
+
+
+def test_config_roundtrip_and_validation(tmp_path):
+    cfg = DemoConfig(state_dir=tmp_path, local=True, clients=3, region="eu-west-1")
+    cfg.save()
+    again = DemoConfig.load(cfg.state)
+    assert again == cfg
+    assert again.client_http_port(2) == 6656
+    with pytest.raises(EcsdemoError, match="--clients"):
+        DemoConfig(state_dir=tmp_path, clients=0)
+    with pytest.raises(EcsdemoError, match="region"):
+        DemoConfig(state_dir=tmp_path, region="us east")
+    cfg.state.write_json("config.json", {"bogus": 1})
+    with pytest.raises(EcsdemoError, match="unknown keys: bogus"):
+        DemoConfig.load(cfg.state)
+
+
+def test_cli_usage_error_is_not_a_traceback():
+    r = subprocess.run([sys.executable, "-m", "ecsdemo", "no-such-command"], capture_output=True, text=True)
+    assert r.returncode == 2
+    assert "No such command" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_moto_server_fixture_keeps_tasks_running(aws):
+    ecs = aws.client("ecs")
+    ecs.create_cluster(clusterName="c")
+    assert ecs.describe_clusters(clusters=["c"])["clusters"][0]["status"] == "ACTIVE"
+    aws.reset()
+    assert ecs.describe_clusters(clusters=["c"])["clusters"] == []
