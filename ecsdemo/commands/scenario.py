@@ -2,8 +2,104 @@
 
 from __future__ import annotations
 
+import json as jsonlib
+from enum import Enum
+from typing import Annotated, Any
+
 import typer
+from rich.table import Table
+
+from ecsdemo.commands.common import JsonOpt, StateDirOpt
+from ecsdemo.console import RichReporter, console
+from ecsdemo.errors import EcsdemoError
+from ecsdemo.state import StateDir
+
+
+class ScenarioName(str, Enum):
+    drain = "drain"
+    lost_node = "lost-node"
+    update = "update"
+    stop = "stop"
+    all = "all"
+
+
+# which options make sense with which scenario
+_OPTION_SCENARIOS = {"--keep-drained": ("drain", "all"), "--no-restart": ("lost-node", "all"),
+                     "--revert": ("update", "all")}
 
 
 def register(app: typer.Typer) -> None:
     """Add `run-scenario` to the main app."""
+
+    @app.command("run-scenario")
+    def run_scenario(
+        scenario: Annotated[ScenarioName, typer.Argument(help="drain, lost-node, update, stop, or all of them in "
+                                                              "the demo's order (drain, undrain, lost-node, update, stop).")],
+        json: JsonOpt = False,
+        timeout: Annotated[float, typer.Option("--timeout", min=1, help="Seconds to wait for each thing Nomad or "
+                                                                       "ECS must do (a replacement, a node going down, a task stopping).")] = 120.0,
+        keep_drained: Annotated[bool, typer.Option("--keep-drained", help="drain: leave the node drained.")] = False,
+        no_restart: Annotated[bool, typer.Option("--no-restart", help="lost-node: leave the killed client stopped.")] = False,
+        revert: Annotated[bool, typer.Option("--revert", help="update: go back to the base task definition.")] = False,
+        state_dir: StateDirOpt = None,
+    ) -> None:
+        """Run a demo scenario against the running demo and verify what happened (exit 1 if a check fails,
+        3 if the scenario could not start)."""
+        from ecsdemo.config import DemoConfig
+        from ecsdemo.scenarios import runner
+        from ecsdemo.scenarios.env import Options, ScenarioEnv
+
+        name = scenario.value
+        given = {"--keep-drained": keep_drained, "--no-restart": no_restart, "--revert": revert}
+        for flag, on in given.items():
+            if on and name not in _OPTION_SCENARIOS[flag]:
+                raise EcsdemoError(f"{flag} does not apply to the {name} scenario",
+                                   hint=f"it applies to: {', '.join(_OPTION_SCENARIOS[flag])}", exit_code=2)
+        state = StateDir(state_dir)
+        cfg = DemoConfig.load(state)
+        if cfg is None:
+            raise EcsdemoError(f"no demo found in {state.root}", hint="run `ecsdemo up` (and `ecsdemo run`) first")
+        options = Options(timeout=timeout, keep_drained=keep_drained, restart=not no_restart, revert=revert)
+        reporter = RichReporter(quiet=json)
+        env = ScenarioEnv.from_config(cfg, reporter, options)
+        report = runner.run(name, env)
+        if json:
+            typer.echo(jsonlib.dumps(report.to_json(), indent=2, default=str))
+        else:
+            print_report(report)
+        raise typer.Exit(report.exit_code)
+
+
+def _value(v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, dict):
+        return ", ".join(f"{k}={_value(x)}" for k, x in v.items() if x is not None)
+    if isinstance(v, list):
+        return " -> ".join(_value(x) for x in v) if all(isinstance(x, str) for x in v) else str(v)
+    return str(v)
+
+
+def print_report(report) -> None:
+    """The final checklist: one table per scenario with before/after values."""
+    for res in report.results:
+        mark = {"passed": "[green]passed[/green]", "failed": "[red]FAILED[/red]",
+                "not-run": "[red]NOT RUN[/red]", "skipped": "[yellow]skipped[/yellow]"}[res.status]
+        console.print(f"\n[bold]{res.name}[/bold]: {mark} [dim]({res.duration_s:.1f}s)[/dim]")
+        if res.skipped:
+            console.print(f"  {res.skipped}")
+            continue
+        if res.checks:
+            table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
+            for col in ("", "check", "before", "after", "detail"):
+                table.add_column(col, overflow="fold")
+            for c in res.checks:
+                table.add_row("[green]✓[/green]" if c.ok else "[red]✗[/red]", c.name, _value(c.before),
+                              _value(c.after), c.detail)
+            console.print(table)
+        if res.error:
+            console.print(f"  [red]error:[/red] {res.error}")
+            if res.hint:
+                console.print(f"  [dim]hint:[/dim] {res.hint}")
+    verdict = "[green]all checks passed[/green]" if report.ok else "[red]some checks failed[/red]"
+    console.print(f"\n{report.scenario}: {verdict}")

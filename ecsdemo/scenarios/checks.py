@@ -228,5 +228,23 @@ def describe_wait_state(alloc: dict | None, node: dict | None) -> str:
     return "; ".join(parts)
 
 
-def as_list(x: Any) -> list:
-    return list(x) if x else []
+def job_task_definition(job: dict, task: str) -> str | None:
+    """The `task_definition` in the job's driver config for `task` (HCL2 blocks come back as lists)."""
+    for group in job.get("TaskGroups") or []:
+        for t in group.get("Tasks") or []:
+            if t.get("Name") == task:
+                return _find_key(t.get("Config") or {}, "task_definition")
+    return None
+
+
+def _find_key(value: Any, key: str) -> Any:
+    if isinstance(value, dict):
+        if key in value:
+            return value[key]
+        value = list(value.values())
+    if isinstance(value, list):
+        for v in value:
+            found = _find_key(v, key)
+            if found is not None:
+                return found
+    return None

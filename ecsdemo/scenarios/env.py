@@ -1,0 +1,157 @@
+"""What a scenario acts through: Nomad's API, ECS, the agents ecsdemo started, and Terraform + the renderer.
+
+`ScenarioEnv.from_config(cfg, reporter, options)` wires the production adapters (`ecsdemo.nomad`,
+`ecsdemo.aws`, `ecsdemo.agents`, `ecsdemo.infra`, `ecsdemo.render`). Tests build the same object around a
+fake Nomad API and a moto server and replace only an adapter (for example how an agent is killed).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from ecsdemo import aws
+from ecsdemo.config import JOB_ID, TASK_NAME, DemoConfig
+from ecsdemo.progress import Reporter
+from ecsdemo.scenarios import checks
+from ecsdemo.scenarios.model import ScenarioResult
+
+
+@dataclass
+class Options:
+    """How long to wait and what to leave behind. Tests shrink the intervals."""
+
+    timeout: float = 120.0            # each wait (a replacement, a node going down, a task stopping)
+    keep_drained: bool = False        # drain: leave the node drained (ineligible)
+    restart: bool = True              # lost-node: restart the killed client afterwards
+    revert: bool = False              # update: go back to the base task definition
+    drain_deadline: float | None = None   # drain deadline; None = the timeout
+    sample_interval: float = 1.0      # how often the ECS task's status is sampled during a wait
+    poll_interval: float = 0.5        # pause between non-blocking polls
+    block_wait: float = 10.0          # the longest a Nomad blocking query waits
+
+    def __post_init__(self) -> None:
+        from ecsdemo.errors import EcsdemoError
+
+        if not self.timeout or self.timeout <= 0:
+            raise EcsdemoError(f"--timeout must be a positive number of seconds, got {self.timeout!r}")
+        if self.drain_deadline is not None and self.drain_deadline <= 0:
+            raise EcsdemoError(f"the drain deadline must be positive, got {self.drain_deadline!r}")
+
+
+class EcsView:
+    """The ECS side of a scenario, read through `ecsdemo.aws` (the same boto3 code `status` uses)."""
+
+    def __init__(self, cfg: DemoConfig, client: Any = None):
+        self.cfg = cfg
+        self._client = client
+
+    @property
+    def client(self):
+        if self._client is None:
+            self._client = aws.ecs_client(self.cfg)
+        return self._client
+
+    def describe(self, arn: str) -> dict | None:
+        found = aws.describe(self.client, aws.cluster_name(self.cfg), [arn])
+        return found[0] if found else None
+
+    def status(self, arn: str) -> str | None:
+        task = self.describe(arn)
+        return task.get("lastStatus") if task else None
+
+    def job_tasks(self, alloc_ids: list[str], desired_status: str | None = "RUNNING") -> list[dict]:
+        """Tasks of the demo job: tagged `nomad:job`, or owned by one of the job's allocations."""
+        out = []
+        for t in aws.cluster_tasks(self.cfg, desired_status, client=self.client):
+            if checks.job_tasks([t], JOB_ID) or any(aws.owned_by(t, a) for a in alloc_ids):
+                out.append(t)
+        return out
+
+
+class Agents:
+    """The client agents ecsdemo started (`ecsdemo.agents`): which one runs a node, kill it, start it."""
+
+    def __init__(self, cfg: DemoConfig):
+        self.cfg = cfg
+
+    def name_for_node(self, node: dict) -> str | None:
+        from ecsdemo import agents
+
+        return agents.agent_for_node(self.cfg, node)
+
+    def kill(self, name: str) -> str:
+        """SIGKILL the agent; returns a description (e.g. its pid) for the report."""
+        from ecsdemo import agents
+
+        agents.kill_agent(self.cfg, name, signal.SIGKILL)
+        return name
+
+    def start(self, name: str) -> None:
+        from ecsdemo import agents
+
+        agents.start_agent(self.cfg, name)
+
+
+class Infra:
+    """Terraform (the task definition variant) and the job renderer."""
+
+    def __init__(self, cfg: DemoConfig, reporter: Reporter):
+        self.cfg = cfg
+        self.reporter = reporter
+
+    def apply(self, variant: str) -> Any:
+        from ecsdemo import infra
+
+        return infra.apply(self.cfg, self.reporter, task_definition=variant)
+
+    def render_job(self, outputs: Any) -> Path:
+        from ecsdemo import render
+
+        return render.render_job(self.cfg, outputs)
+
+
+@dataclass
+class ScenarioEnv:
+    cfg: DemoConfig
+    nomad: Any                 # ecsdemo.nomad.NomadClient
+    reporter: Reporter
+    options: Options = field(default_factory=Options)
+    ecs: EcsView | None = None
+    agents: Any = None         # Agents, or a test's stand-in with the same three methods
+    infra: Any = None          # Infra, or a stand-in
+    job_id: str = JOB_ID
+    task: str = TASK_NAME
+
+    def __post_init__(self) -> None:
+        if self.ecs is None:
+            self.ecs = EcsView(self.cfg)
+        if self.agents is None:
+            self.agents = Agents(self.cfg)
+        if self.infra is None:
+            self.infra = Infra(self.cfg, self.reporter)
+
+    @classmethod
+    def from_config(cls, cfg: DemoConfig, reporter: Reporter, options: Options) -> "ScenarioEnv":
+        from ecsdemo.nomad import NomadClient
+
+        return cls(cfg=cfg, nomad=NomadClient.from_config(cfg), reporter=reporter, options=options)
+
+    @contextlib.contextmanager
+    def step(self, res: ScenarioResult, title: str) -> Iterator[None]:
+        """A step shown as it happens and kept in the scenario's record."""
+        res.step(title)
+        with self.reporter.step(title):
+            yield
+
+    def note(self, res: ScenarioResult, text: str) -> None:
+        res.step(text)
+        self.reporter.info(text)
+
+    def arn_of(self, alloc: dict) -> str | None:
+        return self.nomad.task_arn(alloc, self.task)
+
+
