@@ -108,7 +108,11 @@ def test_unreachable_endpoint_is_a_clear_error(tmp_path):
     from ecsdemo.local import free_port
 
     cfg = make_cfg(tmp_path, f"http://127.0.0.1:{free_port()}")
-    client = ecs_aws.ecs_client(cfg)
-    client.meta.config.retries = {"max_attempts": 1}
+    import boto3
+    from botocore.config import Config
+
+    client = boto3.client("ecs", region_name=cfg.region, endpoint_url=ecs_aws.endpoint_url(cfg),
+                          aws_access_key_id="testing", aws_secret_access_key="testing",
+                          config=Config(retries={"max_attempts": 1}))
     with pytest.raises(EcsdemoError, match="listing ECS tasks"):
         ecs_aws.cluster_tasks(cfg, client=client)
