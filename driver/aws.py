@@ -117,24 +117,40 @@ class EcsApi:
         """RunTask on the target cluster; returns the raw answer (`tasks`, `failures`)."""
         return await self._call(lambda: self._ecs().run_task(cluster=self.target.cluster, **params))
 
-    async def describe_tasks(self, arns: list[str]) -> tuple[list[dict], list[dict]]:
-        """Describe `arns` in batches of at most 100; returns (tasks, failures)."""
+    async def describe_tasks(self, arns: list[str], cluster: str | None = None) -> tuple[list[dict], list[dict]]:
+        """Describe `arns` in batches of at most 100 (sent concurrently); returns (tasks, failures).
+
+        Raises the first AwsError if any batch fails, so a caller never mistakes a failed batch for
+        tasks that ECS does not know."""
+        cluster = cluster or self.target.cluster
+        chunks = [arns[i:i + DESCRIBE_BATCH] for i in range(0, len(arns), DESCRIBE_BATCH)]
+        answers = await asyncio.gather(
+            *(self._call(lambda c=chunk: self._ecs().describe_tasks(cluster=cluster, tasks=c)) for chunk in chunks),
+            return_exceptions=True)
         tasks: list[dict] = []
         failures: list[dict] = []
-        for i in range(0, len(arns), DESCRIBE_BATCH):
-            chunk = arns[i:i + DESCRIBE_BATCH]
-            resp = await self._call(lambda c=chunk: self._ecs().describe_tasks(cluster=self.target.cluster, tasks=c))
+        for resp in answers:
+            if isinstance(resp, BaseException):
+                raise resp
             tasks.extend(resp.get("tasks") or [])
             failures.extend(resp.get("failures") or [])
         return tasks, failures
 
-    async def stop_task(self, arn: str, reason: str) -> dict | None:
-        """StopTask with `reason` (at most 255 characters). None when ECS does not know the task."""
+    async def describe_task_definition(self, task_definition: str) -> dict:
+        """The task definition (family, family:revision or ARN)."""
+        return await self._call(
+            lambda: self._ecs().describe_task_definition(taskDefinition=task_definition)["taskDefinition"])
+
+    async def stop_task(self, arn: str, reason: str, cluster: str | None = None) -> dict | None:
+        """StopTask with `reason` (at most 255 characters). None when ECS does not know the task.
+
+        Callers that may hold an unknown ARN should describe it first: moto answers StopTask on an
+        unknown task with HTTP 500, which botocore retries as a server error before it gets here."""
+        cluster = cluster or self.target.cluster
         try:
-            resp = await self._call(lambda: self._ecs().stop_task(cluster=self.target.cluster, task=arn,
-                                                                  reason=reason[:255]))
+            resp = await self._call(lambda: self._ecs().stop_task(cluster=cluster, task=arn, reason=reason[:255]))
         except AwsError as exc:
-            # AWS answers InvalidParameterException for an unknown task; moto answers HTTP 500.
+            # AWS answers InvalidParameterException for an unknown task.
             if exc.code in ("InvalidParameterException", "ClientException") or "not found" in str(exc).lower():
                 return None
             raise

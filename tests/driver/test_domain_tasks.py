@@ -1,0 +1,253 @@
+"""The lifecycle domain (driver.tasks, driver.monitor, driver.aws) against the real moto server process."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_lifecycle_support import FifoReader, make_world  # noqa: E402
+
+from driver.aws import EcsApi, EcsTarget  # noqa: E402
+from driver.tasks import (DETACH_SIGNAL, DriverState, DriverStateError, StartError, StopTimeout,  # noqa: E402
+                          TaskInfo, TaskManager, TaskNotFound, client_token)
+
+ALLOC = "5b0f4c4e-6f0a-4c5b-9a9e-0123456789ab"
+POLL = 0.1
+
+
+class Recorder:
+    def __init__(self):
+        self.events: list[tuple[str, str, dict]] = []
+
+    def __call__(self, handle, message, annotations):
+        self.events.append((handle.task_id, message, annotations))
+
+    def messages(self, task_id=None) -> list[str]:
+        return [m for t, m, _ in self.events if task_id is None or t == task_id]
+
+
+def info(n: int = 1, alloc: str = ALLOC, stdout: str = "") -> TaskInfo:
+    return TaskInfo(task_id=f"{alloc}/http-server/{n:08x}", name="http-server", alloc_id=alloc,
+                    job="nomad-ecs-demo", group="ecs-remote-task-demo", stdout_path=stdout)
+
+
+@pytest.fixture
+def world(aws):
+    return make_world(aws)
+
+
+def run(world, body, poll=POLL):
+    """Run `body(manager, recorder)` in a fresh event loop with its own manager, then close it."""
+    async def main():
+        ecs = EcsApi(EcsTarget(world.cluster, world.aws.region, world.aws.url), max_attempts=2)
+        rec = Recorder()
+        mgr = TaskManager(ecs, rec, poll_interval=poll)
+        try:
+            return await asyncio.wait_for(body(mgr, rec), 30)
+        finally:
+            await mgr.close()
+            ecs.close()
+    return asyncio.run(main())
+
+
+def test_start_runs_one_tagged_task_and_stop_waits_for_stopped(world, tmp_path):
+    fifo = FifoReader(str(tmp_path / "stdout.fifo"))
+
+    async def body(mgr, rec):
+        h = await mgr.start(info(stdout=fifo.path), world.task_config_bytes())
+        again = await mgr.start(info(stdout=fifo.path), world.task_config_bytes())  # a retried StartTask
+        assert again is h
+        await asyncio.sleep(POLL * 3)
+        await mgr.stop(h.task_id, timeout=5, signal="SIGTERM")
+        result = await mgr.wait(h.task_id)
+        await mgr.destroy(h.task_id, force=True)
+        await mgr.destroy(h.task_id, force=True)  # idempotent
+        return h, result, rec
+
+    h, result, rec = run(world, body)
+    tasks = world.all_tasks()
+    assert len(tasks) == 1, "a retried StartTask must not launch a second ECS task"
+    t = tasks[0]
+    assert t["taskArn"] == h.arn and t["lastStatus"] == "STOPPED"
+    assert t["stoppedReason"] == f"Stopped by Nomad: allocation {ALLOC} task http-server"
+    assert t["startedBy"] == "nomad-" + ALLOC[:30] and len(t["startedBy"]) <= 36
+    tags = {x["key"]: x["value"] for x in t["tags"]}
+    assert tags == {"nomad:alloc_id": ALLOC, "nomad:job": "nomad-ecs-demo", "nomad:group": "ecs-remote-task-demo",
+                    "nomad:task": "http-server"}
+    assert (result.exit_code, result.err) == (0, None)
+    state = json.loads(h.state.encode())
+    assert state["v"] == 1 and state["task_arn"] == h.arn and state["cluster"] == world.cluster
+    assert state["started_at"].endswith("Z") and state["region"] == world.aws.region
+    out = fifo.read()
+    assert f"client is remotely monitoring ECS task: {h.arn} with status RUNNING" in out
+    assert "RUNNING -> STOPPED" in out
+    msgs = rec.messages()
+    assert msgs[0] == "Started ECS task" and "Stop requested: stopping ECS task" in msgs
+    assert any(m.startswith("ECS task stopped: Stopped by Nomad") for m in msgs)
+    fifo.close()
+
+
+def test_client_token_is_stable_and_short():
+    tid = f"{ALLOC}/" + "x" * 200 + "/0badcafe"
+    assert client_token(tid) == client_token(tid) and len(client_token(tid)) <= 64
+    assert client_token(tid).isascii() and client_token(tid) != client_token(tid + "1")
+
+
+def test_task_stopped_outside_nomad_ends_wait_with_ecs_reason(world):
+    async def body(mgr, rec):
+        h = await mgr.start(info(), world.task_config_bytes())
+        await asyncio.to_thread(world.ecs.stop_task, cluster=world.cluster, task=h.arn, reason="Spot interruption")
+        waiters = await asyncio.gather(mgr.wait(h.task_id), mgr.wait(h.task_id))  # several waiters at once
+        late = await mgr.wait(h.task_id)  # returns at once for a finished task
+        return waiters + [late], rec
+
+    results, rec = run(world, body)
+    for r in results:
+        assert r.exit_code == 1 and "Spot interruption" in r.err
+    assert any("Spot interruption" in m for m in rec.messages())
+
+
+def test_detach_leaves_ecs_task_running_and_destroy_does_not_stop_it(world):
+    async def body(mgr, rec):
+        h = await mgr.start(info(), world.task_config_bytes())
+        await mgr.stop(h.task_id, timeout=5, signal=DETACH_SIGNAL)
+        r = await mgr.wait(h.task_id)
+        await mgr.destroy(h.task_id, force=True)
+        await asyncio.sleep(POLL * 3)
+        return h, r, rec
+
+    h, r, rec = run(world, body)
+    assert (r.exit_code, r.err) == (0, None)
+    assert world.describe(h.arn)["lastStatus"] == "RUNNING"
+    assert len(world.all_tasks()) == 1
+    assert any(m.startswith("Detached") for m in rec.messages())
+
+
+def test_recover_from_driver_state_alone_on_a_new_manager(world):
+    async def first(mgr, rec):
+        h = await mgr.start(info(1), world.task_config_bytes())
+        return h.state.encode()
+
+    blob = run(world, first)  # the manager closes: plugin shutdown must not stop the task
+
+    async def second(mgr, rec):
+        new = info(2, alloc="99999999-0000-0000-0000-000000000000")
+        h = await mgr.recover(new, blob)
+        again = await mgr.recover(new, blob)  # same id twice: no-op
+        assert again is h
+        other = await mgr.recover(info(3), blob)  # a new id for the same ARN is a new entry
+        assert other is not h and other.arn == h.arn
+        await asyncio.sleep(POLL * 3)
+        assert h.last_status == "RUNNING" and other.last_status == "RUNNING"
+        return h, rec
+
+    h, rec = run(world, second)
+    assert world.describe(h.arn)["lastStatus"] == "RUNNING"
+    assert len(world.all_tasks()) == 1
+    assert "Recovered ECS task" in rec.messages()
+
+
+def test_recover_of_a_task_ecs_does_not_know_reports_missing(world):
+    state = DriverState(cluster=world.cluster, region="us-east-1",
+                        task_arn=f"arn:aws:ecs:us-east-1:123456789012:task/{world.cluster}/deadbeef",
+                        started_at=__import__("datetime").datetime.now(__import__("datetime").timezone.utc))
+
+    async def body(mgr, rec):
+        h = await mgr.recover(info(), state.encode())
+        r = await mgr.wait(h.task_id)
+        await mgr.stop(h.task_id, 1, "SIGTERM")  # already finished: fine
+        return r
+
+    r = run(world, body)
+    assert r.exit_code == 1 and "MISSING" in r.err
+
+
+@pytest.mark.parametrize("blob,fragment", [
+    (b"", "no driver state"),
+    (b"\x81\xa3ARN\xa1x", "not JSON"),
+    (b'{"v": 2, "cluster": "c", "task_arn": "arn:aws:ecs:r:1:task/c/x"}', "version 2"),
+    (b'{"v": 1, "cluster": "", "task_arn": "arn:aws:ecs:r:1:task/c/x"}', "no cluster"),
+    (b'{"v": 1, "cluster": "c", "task_arn": "nope"}', "task ARN"),
+    (b'[1]', "JSON object"),
+])
+def test_driver_state_decode_errors_are_clear(blob, fragment):
+    with pytest.raises(DriverStateError, match=fragment):
+        DriverState.decode(blob)
+
+
+def test_unknown_ids_stop_and_destroy_succeed_wait_is_not_found(world):
+    async def body(mgr, rec):
+        await mgr.stop("nope", 1, "SIGTERM")
+        await mgr.stop("nope", 1, DETACH_SIGNAL)
+        await mgr.destroy("nope", True)
+        with pytest.raises(TaskNotFound):
+            await mgr.wait("nope")
+        return True
+
+    assert run(world, body)
+
+
+def test_bad_config_and_runtask_failures_are_start_errors(world):
+    async def body(mgr, rec):
+        with pytest.raises(StartError) as bad:
+            await mgr.start(info(1), world.task_config_bytes(launch_type="fargate-spot"))
+        with pytest.raises(StartError) as missing_def:
+            await mgr.start(info(2), world.task_config_bytes(task_definition="no-such-family:7"))
+        return bad.value, missing_def.value
+
+    bad, missing_def = run(world, body)
+    assert not bad.recoverable and "task.launch_type" in str(bad) and "FARGATE, EC2, EXTERNAL" in str(bad)
+    assert "RunTask" in str(missing_def)
+    assert world.all_tasks() == []
+
+
+def test_stop_times_out_when_ecs_never_reports_stopped(world, moto_url):
+    # Keep the task from ever reaching STOPPED by pointing the manager at a cluster view that hides it:
+    # stop is issued, but describe answers from a proxy that always says RUNNING.
+    import faultproxy
+
+    with faultproxy.FaultProxy(moto_url) as proxy:
+        async def body(mgr, rec):
+            h = await mgr.start(info(), world.task_config_bytes())
+            proxy.rewrite_status("RUNNING")
+            with pytest.raises(StopTimeout, match="timed out"):
+                await mgr.stop(h.task_id, timeout=0.5, signal="SIGINT")
+            proxy.rewrite_status(None)
+            return await mgr.wait(h.task_id)
+
+        async def main():
+            ecs = EcsApi(EcsTarget(world.cluster, world.aws.region, proxy.url), max_attempts=2)
+            mgr = TaskManager(ecs, Recorder(), poll_interval=POLL)
+            try:
+                return await asyncio.wait_for(body(mgr, None), 30)
+            finally:
+                await mgr.close()
+                ecs.close()
+        r = asyncio.run(main())
+    assert r.exit_code == 0
+
+
+def test_monitor_batches_describe_calls(world):
+    arns = world.run_direct(150)
+
+    async def body(mgr, rec):
+        blob = lambda a: DriverState(world.cluster, "us-east-1", a,  # noqa: E731
+                                     __import__("datetime").datetime.now(__import__("datetime").timezone.utc)).encode()
+        for i, arn in enumerate(arns):
+            await mgr.recover(info(i), blob(arn))
+        await mgr.recover(info(999), blob(arns[0]))  # a second entry for one ARN costs nothing extra
+        while any(mgr.get(info(i).task_id).last_status is None for i in range(150)):
+            await asyncio.sleep(0.05)  # the cycle the recoveries asked for has run
+        before_cycles, before_calls = mgr.monitor.cycles, mgr.monitor.describe_calls
+        await mgr.monitor.cycle()
+        return mgr.monitor.cycles - before_cycles, mgr.monitor.describe_calls - before_calls, \
+            [mgr.get(info(i).task_id).last_status for i in range(150)]
+
+    cycles, calls, statuses = run(world, body, poll=60)  # no timed cycle during the test
+    assert cycles == 1 and calls == 2  # 150 distinct ARNs: ceil(150/100)
+    assert set(statuses) == {"RUNNING"}

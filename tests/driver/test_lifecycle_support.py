@@ -1,0 +1,114 @@
+"""Helpers for the lifecycle tests (imported by test_domain*.py and test_lifecycle*.py; holds no tests).
+
+`make_world(aws)` creates, in the moto server through boto3, what a demo task needs: a cluster, a VPC
+with DNS hostnames, a subnet, a security group and two revisions of an awsvpc/FARGATE task definition
+whose containers set memory (moto refuses RunTask otherwise).
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import time
+from dataclasses import dataclass
+
+import msgpack
+
+CLUSTER = "lifecycle-test"
+FAMILY = "lifecycle-demo"
+
+
+@dataclass
+class World:
+    aws: object
+    cluster: str
+    subnet: str
+    security_group: str
+    family: str
+
+    @property
+    def ecs(self):
+        return self.aws.client("ecs")
+
+    def task_config(self, revision: int = 1, **task_extra) -> dict:
+        """The decoded task config as Nomad's cty encoding shapes it (every schema key present)."""
+        task = {
+            "task_definition": f"{self.family}:{revision}", "launch_type": "FARGATE",
+            "platform_version": None, "propagate_tags": None, "enable_execute_command": None, "tags": None,
+            "network_configuration": {"aws_vpc_configuration": {
+                "assign_public_ip": "ENABLED", "security_groups": [self.security_group], "subnets": [self.subnet]}},
+        }
+        task.update(task_extra)
+        return {"task": task}
+
+    def task_config_bytes(self, revision: int = 1, **task_extra) -> bytes:
+        return msgpack.packb(self.task_config(revision, **task_extra))
+
+    def tasks(self, status: str = "RUNNING") -> list[dict]:
+        arns = self.ecs.list_tasks(cluster=self.cluster, desiredStatus=status)["taskArns"]
+        if not arns:
+            return []
+        return self.ecs.describe_tasks(cluster=self.cluster, tasks=arns, include=["TAGS"])["tasks"]
+
+    def all_tasks(self) -> list[dict]:
+        return self.tasks("RUNNING") + self.tasks("STOPPED")
+
+    def describe(self, arn: str) -> dict:
+        return self.ecs.describe_tasks(cluster=self.cluster, tasks=[arn])["tasks"][0]
+
+    def run_direct(self, count: int = 1) -> list[str]:
+        """Start tasks behind Nomad's back (benchmarks, batching tests)."""
+        arns = []
+        for _ in range(count):
+            resp = self.ecs.run_task(cluster=self.cluster, taskDefinition=f"{self.family}:1", launchType="FARGATE",
+                                     networkConfiguration={"awsvpcConfiguration": {
+                                         "subnets": [self.subnet], "securityGroups": [self.security_group]}})
+            arns.append(resp["tasks"][0]["taskArn"])
+        return arns
+
+
+def make_world(aws, cluster: str = CLUSTER) -> World:
+    ec2, ecs = aws.client("ec2"), aws.client("ecs")
+    vpc = ec2.create_vpc(CidrBlock="10.0.0.0/24")["Vpc"]["VpcId"]
+    ec2.modify_vpc_attribute(VpcId=vpc, EnableDnsHostnames={"Value": True})
+    subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.0.0.0/24")["Subnet"]["SubnetId"]
+    sg = ec2.create_security_group(GroupName="lifecycle", Description="lifecycle tests", VpcId=vpc)["GroupId"]
+    ecs.create_cluster(clusterName=cluster)
+    for text in ("base", "updated"):
+        ecs.register_task_definition(
+            family=FAMILY, networkMode="awsvpc", requiresCompatibilities=["FARGATE"], cpu="256", memory="512",
+            containerDefinitions=[{"name": "web", "image": "httpd:2.4", "memory": 128, "essential": True,
+                                   "command": [text]}])
+    return World(aws=aws, cluster=cluster, subnet=subnet, security_group=sg, family=FAMILY)
+
+
+class FifoReader:
+    """The read end of a task's stdout FIFO, as Nomad's logmon holds it."""
+
+    def __init__(self, path: str):
+        self.path = path
+        os.mkfifo(path)
+        self.fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        self.buf = b""
+
+    def read(self) -> str:
+        while True:
+            r, _, _ = select.select([self.fd], [], [], 0)
+            if not r:
+                break
+            chunk = os.read(self.fd, 65536)
+            if not chunk:
+                break
+            self.buf += chunk
+        return self.buf.decode()
+
+    def wait_for(self, text: str, timeout: float = 10.0) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if text in self.read():
+                return self.buf.decode()
+            time.sleep(0.05)
+        raise AssertionError(f"{text!r} not written to {self.path} within {timeout}s; got:\n{self.read()}")
+
+    def close(self) -> None:
+        os.close(self.fd)
