@@ -2,12 +2,17 @@
 
 This module starts, configures and health-checks the process. Local mode (`ecsdemo local ...`, `up
 --local`) and the test suite both use it, so tests exercise the same endpoint users get.
+
+THE local endpoint of a demo is recorded in the state directory (`local.json`: pid, port, URL, log
+path, start time); `ensure_local_endpoint`, `stop_local_endpoint` and `local_endpoint_status` manage it.
+The process runs in its own session, so it outlives the command that started it.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -18,6 +23,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ecsdemo.errors import EcsdemoError
+from ecsdemo.progress import Reporter
+from ecsdemo.state import StateDir
+
+LOCAL_FILE = "local.json"
+LOG_NAME = "local-endpoint.log"
 
 # Dummy credentials for the local endpoint; moto accepts any. They are not secrets.
 LOCAL_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
@@ -105,3 +115,124 @@ def start_moto(log_path: Path, port: int | None = None, timeout: float = 30.0) -
     proc.kill()
     proc.wait()
     raise EcsdemoError(f"the local AWS endpoint did not answer on {url} within {timeout:.0f}s", hint=f"see {log_path}")
+
+
+# --- THE local endpoint of a state directory -------------------------------------------------------
+
+def _pid_alive(pid: int) -> bool:
+    """True when `pid` is a live (not zombie) process."""
+    try:
+        os.waitpid(pid, os.WNOHANG)   # reap it if it is our own exited child
+    except ChildProcessError:
+        pass
+    except OSError:
+        pass
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat.rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def _is_our_server(pid: int, port: int) -> bool:
+    """True when `pid` is alive and (where /proc can tell) is a moto server on `port`, not a reused pid."""
+    if not _pid_alive(pid):
+        return False
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return True   # no /proc (macOS): trust the pid, the URL health check confirms it
+    return b"moto.server" in argv and str(port).encode() in argv
+
+
+def _read_record(state: StateDir) -> dict | None:
+    data = state.read_json(LOCAL_FILE)
+    if data is None:
+        return None
+    if not isinstance(data, dict) or not isinstance(data.get("pid"), int) or not isinstance(data.get("port"), int) \
+            or not isinstance(data.get("url"), str):
+        raise EcsdemoError(f"state file {state.path(LOCAL_FILE)} is corrupt (expected pid, port and url)",
+                           hint="stop any moto server by hand if one is running, then delete that file")
+    return data
+
+
+def local_endpoint_status(state: StateDir) -> dict | None:
+    """The recorded local endpoint with its live status, or None when none was ever started here.
+
+    Keys: pid, port, url, log, started_at (as recorded), running (the process exists), healthy (it answers).
+    """
+    rec = _read_record(state)
+    if rec is None:
+        return None
+    running = _is_our_server(rec["pid"], rec["port"])
+    return {**rec, "running": running, "healthy": running and is_healthy(rec["url"])}
+
+
+def ensure_local_endpoint(state: StateDir, reporter: Reporter) -> str:
+    """Start THE local endpoint of this state directory, or reuse the running one; return its URL.
+
+    A recorded process that is alive and answers is reused (and re-configured, which is idempotent). A
+    dead or unresponsive one is cleaned up and replaced by a new server on a free port.
+    """
+    state.ensure()
+    status = local_endpoint_status(state)
+    if status is not None and status["healthy"]:
+        configure(status["url"])
+        reporter.info(f"local AWS endpoint already running at {status['url']} (pid {status['pid']})")
+        return status["url"]
+    if status is not None:
+        if status["running"]:
+            reporter.warn(f"local AWS endpoint pid {status['pid']} does not answer; replacing it")
+        stop_local_endpoint(state)
+    log_path = state.logs / LOG_NAME
+    with reporter.step("Starting the local AWS endpoint (moto server)"):
+        proc = start_moto(log_path)
+        state.write_json(LOCAL_FILE, {"pid": proc.pid, "port": proc.port, "url": proc.url, "log": str(log_path),
+                                      "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+    reporter.info(f"local AWS endpoint at {proc.url} (pid {proc.pid}, log {log_path})")
+    return proc.url
+
+
+def stop_local_endpoint(state: StateDir, timeout: float = 10.0) -> bool:
+    """Stop the recorded local endpoint; True when a running process was stopped.
+
+    Absent record or an already dead process is fine (returns False). The record is removed either way.
+    """
+    rec = _read_record(state)
+    if rec is None:
+        return False
+    stopped = False
+    pid = rec["pid"]
+    if _is_our_server(pid, rec["port"]):
+        _signal_group(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while _pid_alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if _pid_alive(pid):
+            _signal_group(pid, signal.SIGKILL)
+            deadline = time.monotonic() + 5
+            while _pid_alive(pid) and time.monotonic() < deadline:
+                time.sleep(0.05)
+        stopped = True
+    state.remove(LOCAL_FILE)
+    return stopped
+
+
+def _signal_group(pid: int, sig: int) -> None:
+    """Signal the server's process group (it was started as a session leader), else the process itself."""
+    try:
+        if os.getpgid(pid) == pid:
+            os.killpg(pid, sig)
+            return
+    except OSError:
+        pass
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
