@@ -1,0 +1,44 @@
+"""Fixtures for the plugin's protocol tests: a factory of Nomad-like plugin hosts that never leaks processes."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.driver.host import PluginHost, agent_start
+
+
+class PluginHosts:
+    """`plugin_host()` launches (and handshakes) a plugin; every process is killed at teardown."""
+
+    def __init__(self, workdir):
+        self.workdir = workdir
+        self.hosts: list[PluginHost] = []
+
+    def __call__(self, start: bool = True, **kwargs) -> PluginHost:
+        host = PluginHost(self.workdir, **kwargs)
+        self.hosts.append(host)
+        if start:
+            host.start(timeout=30)
+        return host
+
+    def agent_start(self, config: dict | None, **kwargs):
+        return agent_start(lambda: self(**kwargs), config)
+
+    def cleanup(self) -> None:
+        for host in self.hosts:
+            host.kill()
+
+
+@pytest.fixture
+def plugin_host(tmp_path):
+    hosts = PluginHosts(tmp_path)
+    yield hosts
+    hosts.cleanup()
+
+
+@pytest.fixture
+def ecs_config(aws):
+    """A plugin config pointing at the session moto server, with a fresh ACTIVE cluster."""
+    aws.client("ecs").create_cluster(clusterName="demo")
+    return {"enabled": True, "cluster": "demo", "region": aws.region, "endpoint": aws.url,
+            "fingerprint_interval": "200ms", "poll_interval": "200ms"}
