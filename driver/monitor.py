@@ -14,7 +14,7 @@ task gets a "monitoring degraded" event, and a "monitoring resumed" one when a c
 from __future__ import annotations
 
 import asyncio
-import logging
+from driver import log as _logmod
 from typing import TYPE_CHECKING, Callable
 
 from driver.aws import AwsError, EcsApi
@@ -22,20 +22,15 @@ from driver.aws import AwsError, EcsApi
 if TYPE_CHECKING:
     from driver.tasks import TaskHandle
 
-log = logging.getLogger(__name__)
+log = _logmod.get_logger("monitor")
 
 MISSING_CONFIRMATIONS = 3
 
 
 class EcsMonitor:
-    def __init__(self, ecs: EcsApi, poll_interval: float, clock: Callable[[], float],
-                 heartbeat_interval: float | None = None, degraded_after: float | None = None):
-        self.ecs = ecs
-        self.poll_interval = max(0.05, float(poll_interval))
-        # A heartbeat line at least every poll and at most every 5 s (the reference driver's rhythm).
-        self.heartbeat_interval = heartbeat_interval or max(self.poll_interval, min(5.0, 5 * self.poll_interval))
-        self.degraded_after = degraded_after or max(3.0, 6 * self.poll_interval)
+    def __init__(self, ecs: EcsApi, poll_interval: float, clock: Callable[[], float]):
         self._clock = clock
+        self.reconfigure(ecs, poll_interval)
         self._watched: dict[str, TaskHandle] = {}
         self._wake = asyncio.Event()
         self._loop_task: asyncio.Task | None = None
@@ -43,6 +38,14 @@ class EcsMonitor:
         self._degraded = False
         self.cycles = 0
         self.describe_calls = 0
+
+    def reconfigure(self, ecs: EcsApi, poll_interval: float) -> None:
+        self.ecs = ecs
+        self.poll_interval = max(0.05, float(poll_interval))
+        # A heartbeat line at least every poll and at most every 5 s (the reference driver's rhythm).
+        self.heartbeat_interval = max(self.poll_interval, min(5.0, 5 * self.poll_interval))
+        # Warn after a sustained outage, not after one failed call (botocore already retried inside it).
+        self.degraded_after = max(3.0, 6 * self.poll_interval)
 
     # -- membership
     def watch(self, handle: "TaskHandle") -> None:

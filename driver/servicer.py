@@ -57,6 +57,19 @@ class Plugin:
 
     def on_config(self, config: PluginConfig) -> None:
         """Hook called after every successful SetConfig (the task lifecycle sets up `tasks` here)."""
+        if self.ecs is None:
+            return  # disabled: the task RPCs answer "disabled"; a tracked task keeps its old client
+        if self.tasks is None:
+            from driver.tasks import TaskManager
+
+            def notify(handle, message, annotations):
+                self.events.publish(TaskEvent(handle.task_id, handle.info.alloc_id, handle.info.name, message,
+                                              dict(annotations)))
+                log.get_logger("tasks").info(message, extra={"task_id": handle.task_id, **annotations})
+
+            self.tasks = TaskManager(self.ecs, notify, poll_interval=config.poll_interval)
+        else:
+            self.tasks.reconfigure(self.ecs, config.poll_interval)
 
     def request_shutdown(self) -> None:
         self.stopping.set()

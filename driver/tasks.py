@@ -322,6 +322,11 @@ class TaskManager:
         self._tasks: dict[str, TaskHandle] = {}
         self._locks: dict[str, asyncio.Lock] = {}
 
+    def reconfigure(self, ecs: EcsApi, poll_interval: float) -> None:
+        """A later SetConfig: use its ECS client and poll interval for every task from now on."""
+        self.ecs = ecs
+        self.monitor.reconfigure(ecs, poll_interval)
+
     # -- lookups
     def get(self, task_id: str) -> TaskHandle:
         handle = self._tasks.get(task_id)
