@@ -1,0 +1,267 @@
+"""`ecsdemo doctor`: the prerequisites of `up`, checked up front and returned as data.
+
+Each check is a `Check` (name, ok, detail, hint, blocking). `run_checks` never raises for a failed
+prerequisite: it reports it, with a hint saying how to fix it. `up` refuses to start when a blocking check
+fails. Ports held by agents that ecsdemo itself started (a re-run of `up`) count as fine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from ecsdemo.config import CONFIG_FILE, DemoConfig
+from ecsdemo.errors import EcsdemoError
+
+NOMAD_MIN = (1, 1, 0)
+NOMAD_MAX = (1, 10, 0)   # exclusive: remote task drivers were removed in Nomad 1.10
+TERRAFORM_MIN = (1, 0, 0)
+REGISTRY = ("registry.terraform.io", 443)
+COMMAND_TIMEOUT = 15.0
+
+
+@dataclass
+class Check:
+    name: str
+    ok: bool
+    detail: str
+    hint: str | None = None
+    blocking: bool = True   # a failed blocking check stops `up`; a failed non-blocking one is a warning
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def blocking_failures(checks: list[Check]) -> list[Check]:
+    return [c for c in checks if not c.ok and c.blocking]
+
+
+def parse_version(text: str) -> tuple[int, int, int] | None:
+    m = re.search(r"v?(\d+)\.(\d+)\.(\d+)", text)
+    return (int(m[1]), int(m[2]), int(m[3])) if m else None
+
+
+def _fmt(v: tuple[int, ...]) -> str:
+    return ".".join(map(str, v))
+
+
+def nomad_binary() -> str | None:
+    """The nomad executable: $ECSDEMO_NOMAD_BIN, else `nomad` on PATH."""
+    override = os.environ.get("ECSDEMO_NOMAD_BIN")
+    if override:
+        return override if (os.path.isfile(override) and os.access(override, os.X_OK)) else None
+    return shutil.which("nomad")
+
+
+def _run(argv: list[str]) -> tuple[int, str]:
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=COMMAND_TIMEOUT, stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        return -1, f"`{' '.join(argv)}` did not answer within {COMMAND_TIMEOUT:.0f}s"
+    except OSError as exc:
+        return -1, f"cannot run {argv[0]}: {exc.strerror or exc}"
+    return proc.returncode, (proc.stdout or "") + (proc.stderr or "")
+
+
+# --- the checks ------------------------------------------------------------------------------------
+def check_nomad() -> Check:
+    name = "nomad"
+    binary = nomad_binary()
+    if binary is None:
+        where = os.environ.get("ECSDEMO_NOMAD_BIN")
+        detail = f"ECSDEMO_NOMAD_BIN={where} is not an executable file" if where else "`nomad` is not on PATH"
+        return Check(name, False, detail, hint="install Nomad 1.1-1.9 (https://releases.hashicorp.com/nomad/) "
+                                               "and put it on PATH, or set ECSDEMO_NOMAD_BIN")
+    rc, out = _run([binary, "version"])
+    version = parse_version(out) if rc == 0 else None
+    if version is None:
+        first = out.strip().splitlines()[0] if out.strip() else f"exit code {rc}"
+        return Check(name, False, f"`{binary} version` gave no version ({first})",
+                     hint="check that ECSDEMO_NOMAD_BIN / PATH points at a Nomad binary")
+    if version >= NOMAD_MAX:
+        return Check(name, False, f"Nomad {_fmt(version)} at {binary}: remote tasks were removed in Nomad 1.10",
+                     hint="use Nomad 1.9.x or older (>= 1.1.0); set ECSDEMO_NOMAD_BIN to it")
+    if version < NOMAD_MIN:
+        return Check(name, False, f"Nomad {_fmt(version)} at {binary}: remote task drivers need Nomad >= 1.1.0",
+                     hint="install Nomad 1.1-1.9")
+    return Check(name, True, f"Nomad {_fmt(version)} ({binary})")
+
+
+def terraform_mirror(cfg: DemoConfig) -> Path | None:
+    """The local provider mirror to use, when one is given (ECSDEMO_TF_PLUGIN_DIR / config)."""
+    return cfg.tf_plugin_dir
+
+
+def _mirror_has_aws(root: Path) -> bool:
+    return (root / "registry.terraform.io" / "hashicorp" / "aws").is_dir()
+
+
+def _reachable(host: str, port: int, timeout: float = 3.0) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def check_terraform(cfg: DemoConfig) -> list[Check]:
+    binary = shutil.which("terraform")
+    if binary is None:
+        return [Check("terraform", False, "`terraform` is not on PATH",
+                      hint="install Terraform >= 1.0 (https://developer.hashicorp.com/terraform/install)")]
+    rc, out = _run([binary, "version", "-json"])
+    version = None
+    if rc == 0:
+        try:
+            version = parse_version(json.loads(out[out.index("{"):])["terraform_version"])
+        except (ValueError, KeyError, TypeError):
+            version = parse_version(out)
+    if version is None:
+        return [Check("terraform", False, f"`terraform version` failed: {out.strip()[:200]}",
+                      hint="check the terraform installation")]
+    checks = []
+    if version < TERRAFORM_MIN:
+        checks.append(Check("terraform", False, f"Terraform {_fmt(version)} is too old (need >= 1.0)",
+                            hint="install Terraform >= 1.0"))
+    else:
+        checks.append(Check("terraform", True, f"Terraform {_fmt(version)} ({binary})"))
+    mirror = terraform_mirror(cfg)
+    if mirror is not None:
+        if _mirror_has_aws(mirror):
+            checks.append(Check("aws provider", True, f"local provider mirror {mirror}"))
+        else:
+            checks.append(Check("aws provider", False,
+                                f"provider mirror {mirror} has no registry.terraform.io/hashicorp/aws",
+                                hint="point ECSDEMO_TF_PLUGIN_DIR at a mirror made by `terraform providers mirror`"))
+    elif _reachable(*REGISTRY):
+        checks.append(Check("aws provider", True, "the Terraform registry is reachable"))
+    else:
+        checks.append(Check("aws provider", False, "the Terraform registry is not reachable and no local mirror is given",
+                            hint="set ECSDEMO_TF_PLUGIN_DIR to a provider mirror (e.g. /opt/tf-plugins)"))
+    return checks
+
+
+def check_aws(cfg: DemoConfig) -> Check:
+    if cfg.local:
+        return Check("aws credentials", True, "not needed with --local (the embedded endpoint uses dummy keys)")
+    try:
+        import boto3
+
+        session = boto3.Session(region_name=cfg.region)
+        creds = session.get_credentials()
+    except Exception as exc:  # a broken profile or config file: botocore raises many kinds
+        return Check("aws credentials", False, f"cannot resolve AWS credentials: {exc}",
+                     hint="fix ~/.aws/config or AWS_PROFILE, or use --local")
+    if creds is None:
+        return Check("aws credentials", False, "no AWS credentials found",
+                     hint="set AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, or use --local")
+    # only say where they come from, never the values
+    return Check("aws credentials", True, f"found ({creds.method}); region {cfg.region}")
+
+
+def port_free(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # like Nomad's listeners: TIME_WAIT is no conflict
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def agent_ports(cfg: DemoConfig) -> dict[str, list[int]]:
+    """The TCP ports each agent will listen on (client-only agents bind only HTTP)."""
+    ports = {"nomad-server": [cfg.server_http_port, cfg.server_rpc_port, cfg.server_serf_port]}
+    for i, name in enumerate(cfg.client_names(), start=1):
+        ports[name] = [cfg.client_http_port(i)]
+    return ports
+
+
+def check_ports(cfg: DemoConfig, ours: set[str] = frozenset()) -> Check:
+    """All agent ports free; ports of agents in `ours` (already running, started by ecsdemo) are skipped."""
+    busy = []
+    for agent, ports in agent_ports(cfg).items():
+        if agent in ours:
+            continue
+        busy += [f"{p} ({agent})" for p in ports if not port_free(p)]
+    if busy:
+        return Check("ports", False, f"in use by another program: {', '.join(busy)}",
+                     hint="stop what uses them (`ss -ltnp`), or run `ecsdemo teardown` if it is an old demo")
+    reused = f"; {len(ours)} agent(s) already running" if ours else ""
+    return Check("ports", True, f"free: {', '.join(str(p) for ps in agent_ports(cfg).values() for p in ps)}{reused}")
+
+
+def _writable_dir(path: Path) -> tuple[bool, str]:
+    """Whether `path` is (or can be created as) a writable directory."""
+    probe = path
+    while not probe.exists():
+        if probe.parent == probe:
+            return False, f"no existing parent of {path}"
+        probe = probe.parent
+    if not probe.is_dir():
+        return False, f"{probe} is not a directory"
+    if not os.access(probe, os.W_OK | os.X_OK):
+        return False, f"{probe} is not writable"
+    return True, str(path) if probe == path else f"{path} (will be created)"
+
+
+def check_plugin_dir(cfg: DemoConfig) -> Check:
+    ok, detail = _writable_dir(cfg.plugin_dir)
+    return Check("plugin directory", ok, detail,
+                 hint=None if ok else "make it writable or choose another render directory")
+
+
+def check_state_dir(cfg: DemoConfig, agents_file: str = "agents.json") -> list[Check]:
+    state = cfg.state
+    ok, detail = _writable_dir(state.root)
+    if not ok:
+        return [Check("state directory", False, detail, hint="choose another with --state-dir")]
+    checks = []
+    problems = []
+    for doc in (CONFIG_FILE, agents_file, "local.json", "infra.json"):
+        try:
+            state.read_json(doc)
+        except EcsdemoError as exc:
+            problems.append(exc.message)
+    if problems:
+        checks.append(Check("state directory", False, "; ".join(problems),
+                            hint="if nothing is running, remove the state directory; otherwise fix or delete that file"))
+    else:
+        checks.append(Check("state directory", True, detail))
+    if not problems:
+        stale = _stale_agents(cfg)
+        if stale:
+            checks.append(Check("previous run", False,
+                                f"recorded agents no longer running: {', '.join(stale)}", blocking=False,
+                                hint="harmless: `up` restarts them; `ecsdemo teardown` cleans up the old run"))
+    return checks
+
+
+def _stale_agents(cfg: DemoConfig) -> list[str]:
+    from ecsdemo import agents
+
+    return [rec.name for rec in agents.load(cfg).values() if agents.status(rec) != "running"]
+
+
+def running_agents(cfg: DemoConfig) -> set[str]:
+    from ecsdemo import agents
+
+    try:
+        return {rec.name for rec in agents.load(cfg).values() if agents.status(rec) == "running"}
+    except EcsdemoError:
+        return set()
+
+
+def run_checks(cfg: DemoConfig) -> list[Check]:
+    """Every prerequisite of `up` for this configuration."""
+    checks = [check_nomad(), *check_terraform(cfg), check_aws(cfg)]
+    checks.append(check_ports(cfg, ours=running_agents(cfg)))
+    checks.append(check_plugin_dir(cfg))
+    checks += check_state_dir(cfg)
+    return checks

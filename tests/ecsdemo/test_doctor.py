@@ -1,0 +1,175 @@
+"""`ecsdemo doctor`: each prerequisite as data, and the command's table, JSON and exit code."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from ecsdemo import agents, doctor
+from ecsdemo.cli import app
+from ecsdemo.config import DemoConfig
+from ecsdemo.local import free_port
+
+STANDIN = Path(__file__).with_name("standin_agent.py")
+MIRROR = Path("/opt/tf-plugins")
+
+
+def standin_nomad(directory: Path, version: str | None = None, body: str | None = None) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    exe = directory / "nomad"
+    if body is None:
+        env = f"STANDIN_NOMAD_VERSION={version} " if version else ""
+        body = f'exec env {env}"{sys.executable}" "{STANDIN}" "$@"'
+    exe.write_text(f"#!/bin/sh\n{body}\n")
+    exe.chmod(0o755)
+    return exe
+
+
+def free_ports_cfg(tmp_path, **kw) -> DemoConfig:
+    """A config whose agent ports are free right now (never the fixed defaults, which may be busy)."""
+    ports = [free_port() for _ in range(4)]
+    return DemoConfig(state_dir=tmp_path / "state", render_dir=tmp_path / "nomad", server_http_port=ports[0],
+                      server_rpc_port=ports[1], server_serf_port=ports[2], client_http_base=ports[3],
+                      client_http_step=1, clients=1, tf_plugin_dir=MIRROR if MIRROR.is_dir() else None, **kw)
+
+
+@pytest.mark.parametrize("version,ok,words", [
+    ("1.6.5", True, "Nomad 1.6.5"),
+    ("1.1.0", True, "Nomad 1.1.0"),
+    ("1.9.7", True, "Nomad 1.9.7"),
+    ("1.10.0", False, "remote tasks were removed in Nomad 1.10"),
+    ("1.11.2", False, "remote tasks were removed in Nomad 1.10"),
+    ("1.0.18", False, "need Nomad >= 1.1.0"),
+])
+def test_nomad_version_window(tmp_path, monkeypatch, version, ok, words):
+    monkeypatch.setenv("ECSDEMO_NOMAD_BIN", str(standin_nomad(tmp_path, version)))
+    check = doctor.check_nomad()
+    assert check.ok is ok and check.blocking
+    assert words in check.detail
+    assert (check.hint is None) is ok
+
+
+def test_nomad_missing_or_broken(tmp_path, monkeypatch):
+    monkeypatch.delenv("ECSDEMO_NOMAD_BIN", raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    check = doctor.check_nomad()
+    assert not check.ok and "not on PATH" in check.detail and "ECSDEMO_NOMAD_BIN" in check.hint
+    monkeypatch.setenv("ECSDEMO_NOMAD_BIN", str(tmp_path / "nope"))
+    assert "is not an executable file" in doctor.check_nomad().detail
+    monkeypatch.setenv("ECSDEMO_NOMAD_BIN", str(standin_nomad(tmp_path / "b", body="echo garbage; exit 0")))
+    check = doctor.check_nomad()
+    assert not check.ok and "gave no version (garbage)" in check.detail
+
+
+@pytest.mark.skipif(not MIRROR.is_dir(), reason="no terraform provider mirror at /opt/tf-plugins")
+def test_terraform_and_provider_mirror(tmp_path):
+    import shutil
+
+    if shutil.which("terraform") is None:
+        pytest.skip("terraform is not on PATH")
+    checks = doctor.check_terraform(free_ports_cfg(tmp_path))
+    assert [c.name for c in checks] == ["terraform", "aws provider"]
+    assert all(c.ok for c in checks), checks
+    assert "local provider mirror /opt/tf-plugins" in checks[1].detail
+    bad = doctor.check_terraform(DemoConfig(state_dir=tmp_path, tf_plugin_dir=tmp_path))
+    assert not bad[1].ok and "has no registry.terraform.io/hashicorp/aws" in bad[1].detail
+
+
+def test_terraform_missing(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    (check,) = doctor.check_terraform(free_ports_cfg(tmp_path))
+    assert not check.ok and "`terraform` is not on PATH" in check.detail and check.hint
+
+
+def test_aws_credentials(tmp_path, monkeypatch):
+    for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    assert doctor.check_aws(free_ports_cfg(tmp_path, local=True)).ok
+    missing = doctor.check_aws(free_ports_cfg(tmp_path))
+    assert not missing.ok and "no AWS credentials" in missing.detail and "--local" in missing.hint
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAEXAMPLEKEY")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "verysecretvalue")
+    found = doctor.check_aws(free_ports_cfg(tmp_path))
+    assert found.ok and "env" in found.detail
+    assert "verysecretvalue" not in str(found) and "AKIAEXAMPLEKEY" not in str(found)
+
+
+def test_ports_in_use_are_named(tmp_path):
+    cfg = free_ports_cfg(tmp_path)
+    assert doctor.check_ports(cfg).ok
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", cfg.server_rpc_port))
+        s.listen()
+        check = doctor.check_ports(cfg)
+        assert not check.ok and f"{cfg.server_rpc_port} (nomad-server)" in check.detail
+        assert doctor.check_ports(cfg, ours={"nomad-server"}).ok   # our own running server: fine
+
+
+def test_plugin_dir_and_state_dir(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    cfg = free_ports_cfg(tmp_path)
+    cfg.render_dir = blocker / "nomad"
+    check = doctor.check_plugin_dir(cfg)
+    assert not check.ok and "is not a directory" in check.detail
+    cfg.render_dir = tmp_path / "nomad"
+    assert doctor.check_plugin_dir(cfg).ok
+
+    (state_check,) = doctor.check_state_dir(cfg)
+    assert state_check.ok and "will be created" in state_check.detail
+    cfg.state.ensure().path("config.json").write_text("{oops")
+    (state_check,) = doctor.check_state_dir(cfg)
+    assert not state_check.ok and state_check.blocking and "config.json is corrupt" in state_check.detail
+
+
+def test_stale_agents_from_a_previous_run_are_a_warning(tmp_path):
+    cfg = free_ports_cfg(tmp_path)
+    cfg.state.ensure().write_json("agents.json", {"nomad-server": {
+        "name": "nomad-server", "role": "server", "pid": 2 ** 22 - 7, "create_time": 1.0, "cmdline": ["nomad", "agent"],
+        "log": "", "http_addr": "http://127.0.0.1:1", "config": ""}})
+    checks = doctor.check_state_dir(cfg)
+    stale = [c for c in checks if c.name == "previous run"]
+    assert stale and not stale[0].ok and not stale[0].blocking and "nomad-server" in stale[0].detail
+    assert not doctor.blocking_failures(checks)
+
+
+def test_doctor_command_table_json_and_exit_code(tmp_path, monkeypatch):
+    runner = CliRunner()
+    cfg = free_ports_cfg(tmp_path, local=True)
+    cfg.save()
+    monkeypatch.setenv("ECSDEMO_NOMAD_BIN", str(standin_nomad(tmp_path / "bin", "1.6.5")))
+    result = runner.invoke(app, ["doctor", "--state-dir", str(cfg.state_dir)])
+    if doctor.blocking_failures(doctor.run_checks(cfg)):   # e.g. no terraform on this machine
+        assert result.exit_code == 1 and "block `ecsdemo up`" in result.output
+    else:
+        assert result.exit_code == 0, result.output
+        assert "Nomad 1.6.5" in result.output and "ready for `ecsdemo up --local`" in result.output
+
+    monkeypatch.setenv("ECSDEMO_NOMAD_BIN", str(standin_nomad(tmp_path / "bin2", "1.10.1")))
+    result = runner.invoke(app, ["doctor", "--json", "--state-dir", str(cfg.state_dir)])
+    assert result.exit_code == 1
+    data = json.loads(result.output)
+    nomad = next(c for c in data["checks"] if c["name"] == "nomad")
+    assert data["ok"] is False and nomad["ok"] is False and "removed in Nomad 1.10" in nomad["detail"]
+    assert set(nomad) == {"name", "ok", "detail", "hint", "blocking"}
+
+
+def test_doctor_command_bad_input(tmp_path):
+    runner = CliRunner()
+    result = runner.invoke(app, ["doctor", "--clients", "0", "--state-dir", str(tmp_path)])
+    assert result.exit_code == 2 and "--clients" in result.output
+    result = runner.invoke(app, ["doctor", "--bogus"])
+    assert result.exit_code == 2 and "No such option" in result.output
+    (tmp_path / "config.json").write_text("[1, 2]")
+    result = runner.invoke(app, ["doctor", "--state-dir", str(tmp_path)])
+    assert result.exit_code == 1
+    assert "config.json is corrupt" in str(result.exception)
