@@ -113,7 +113,7 @@ class AutoMtls:
             x509.load_pem_x509_certificate(client_cert_pem.encode())
         except ValueError as exc:
             raise TransportError(f"PLUGIN_CLIENT_CERT is not a PEM certificate: {exc}") from None
-        key = ec.generate_private_key(ec.SECP521R1())
+        key = ec.generate_private_key(ec.SECP256R1())  # BoringSSL (grpcio) cannot sign with P-521 keys
         name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost"),
                           x509.NameAttribute(NameOID.ORGANIZATION_NAME, "HashiCorp")])
         now = datetime.datetime.now(datetime.timezone.utc)
@@ -128,7 +128,7 @@ class AutoMtls:
                                              crl_sign=False, encipher_only=False, decipher_only=False), critical=True)
                 .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH,
                                                       ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
-                .sign(key, hashes.SHA512()))
+                .sign(key, hashes.SHA256()))
         return cls(cert_pem=cert.public_bytes(serialization.Encoding.PEM),
                    key_pem=key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                              serialization.NoEncryption()),
