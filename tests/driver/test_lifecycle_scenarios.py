@@ -1,0 +1,260 @@
+"""Protocol-level scenarios: the plugin launched as Nomad launches it, driven over gRPC, against moto.
+
+Each test asserts on what the moto server holds afterwards (ECS is the source of truth), not only on
+what the plugin answers.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+from pathlib import Path
+
+import grpc
+import pytest
+from google.protobuf.duration_pb2 import Duration
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_lifecycle_support import FifoReader, make_world  # noqa: E402
+
+from driver.pb import driver_pb2  # noqa: E402
+
+ALLOC_A = "aaaaaaaa-1111-2222-3333-444444444444"
+ALLOC_B = "bbbbbbbb-1111-2222-3333-444444444444"
+TASK = "http-server"
+
+
+@pytest.fixture
+def world(aws):
+    return make_world(aws)
+
+
+@pytest.fixture
+def config(world, aws):
+    return {"enabled": True, "cluster": world.cluster, "region": aws.region, "endpoint": aws.url,
+            "fingerprint_interval": "200ms", "poll_interval": "200ms"}
+
+
+def body(world, revision: int = 1) -> dict:
+    """The job's `config {}` block, as HCL gives it (the host encodes it against the plugin's schema)."""
+    return {"task": {"task_definition": f"{world.family}:{revision}", "launch_type": "FARGATE",
+                     "network_configuration": {"aws_vpc_configuration": {
+                         "assign_public_ip": "ENABLED", "subnets": [world.subnet],
+                         "security_groups": [world.security_group]}}}}
+
+
+def launch(plugin_host, config):
+    host = plugin_host()
+    host.set_config(config)
+    return host
+
+
+def task_id(alloc: str, n: int = 1) -> str:
+    return f"{alloc}/{TASK}/{n:08x}"
+
+
+def wait_req(tid):
+    return driver_pb2.WaitTaskRequest(task_id=tid)
+
+
+def stop(host, tid, signal="", timeout_s=10):
+    host.driver.StopTask(driver_pb2.StopTaskRequest(task_id=tid, timeout=Duration(seconds=timeout_s),
+                                                    signal=signal), timeout=timeout_s + 10)
+
+
+def recover(host, handle, new_id=None, new_alloc=None, stdout_path=""):
+    """RecoverTask as Nomad sends it: the saved handle, its config without msgpack_driver_config."""
+    cfg = driver_pb2.TaskConfig(id=new_id or handle.config.id, name=handle.config.name,
+                                alloc_id=new_alloc or handle.config.alloc_id, stdout_path=stdout_path)
+    h = driver_pb2.TaskHandle(version=handle.version, config=cfg, driver_state=handle.driver_state)
+    host.driver.RecoverTask(driver_pb2.RecoverTaskRequest(handle=h), timeout=10)
+    return cfg.id
+
+
+def inspect(host, tid):
+    return host.driver.InspectTask(driver_pb2.InspectTaskRequest(task_id=tid), timeout=10)
+
+
+def arn_of(handle) -> str:
+    return json.loads(handle.driver_state)["task_arn"]
+
+
+class Events:
+    """A TaskEvents stream read in the background, as the driver manager keeps one open."""
+
+    def __init__(self, host):
+        self.call = host.driver.TaskEvents(driver_pb2.TaskEventsRequest())
+        self.items: list = []
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+        time.sleep(0.5)  # let the plugin subscribe: events published before that are not replayed
+
+    def _read(self):
+        try:
+            for ev in self.call:
+                self.items.append(ev)
+        except grpc.RpcError:
+            pass
+
+    def messages(self, tid=None) -> list[str]:
+        return [e.message for e in list(self.items) if tid is None or e.task_id == tid]
+
+    def wait_for(self, predicate, timeout=10.0):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if any(predicate(m) for m in self.messages()):
+                return
+            time.sleep(0.05)
+        raise AssertionError(f"no matching task event within {timeout}s; got {self.messages()}")
+
+    def close(self):
+        self.call.cancel()
+
+
+def test_normal_life_start_monitor_inspect_stop(world, config, plugin_host, tmp_path):
+    host = launch(plugin_host, config)
+    events = Events(host)
+    fifo = FifoReader(str(tmp_path / "http-server.stdout"))
+    tid = task_id(ALLOC_A)
+    resp = host.start_task(tid, ALLOC_A, TASK, body(world), stdout_path=fifo.path, job_name="nomad-ecs-demo",
+                           task_group_name="ecs-remote-task-demo")
+    handle = resp.handle
+    assert handle.version == 1 and handle.config.id == tid
+    state = json.loads(handle.driver_state)
+    assert {"v", "cluster", "region", "task_arn", "started_at"} <= set(state) and state["v"] == 1
+    assert "secret" not in handle.driver_state.decode().lower() and "testing" not in handle.driver_state.decode()
+    arn = state["task_arn"]
+    fifo.wait_for(f"client is remotely monitoring ECS task: {arn} with status RUNNING")
+    fifo.buf = b""
+    fifo.wait_for(f"client is remotely monitoring ECS task: {arn}", timeout=5)  # a heartbeat keeps coming
+
+    ins = inspect(host, tid)
+    assert ins.task.id == tid and ins.task.state == driver_pb2.RUNNING
+    assert ins.task.HasField("started_at") and ins.task.HasField("completed_at") and ins.task.HasField("result")
+    assert ins.driver.attributes["arn"] == arn and ins.driver.attributes["last_status"] == "RUNNING"
+    assert ins.driver.attributes["cluster"] == world.cluster
+    assert ins.driver.attributes["task_definition"].endswith(f"{world.family}:1")
+
+    stats = host.driver.TaskStats(driver_pb2.TaskStatsRequest(task_id=tid, collection_interval=Duration(nanos=10**8)))
+    samples = [next(stats) for _ in range(2)]
+    stats.cancel()
+    assert all(s.stats.HasField("agg_resource_usage") and s.stats.agg_resource_usage.HasField("cpu")
+               and s.stats.HasField("timestamp") for s in samples)
+
+    waiter = host.driver.WaitTask.future(wait_req(tid))
+    stop(host, tid, signal="SIGINT")  # job stop: the task's kill_signal
+    res = waiter.result(timeout=10)
+    assert (res.result.exit_code, res.err) == (0, "")
+    host.driver.DestroyTask(driver_pb2.DestroyTaskRequest(task_id=tid, force=True), timeout=10)
+
+    t = world.describe(arn)
+    assert t["lastStatus"] == "STOPPED"
+    assert t["stoppedReason"].startswith("Stopped by Nomad") and ALLOC_A in t["stoppedReason"]
+    assert len(world.all_tasks()) == 1
+    tags = {x["key"]: x["value"] for x in world.tasks("STOPPED")[0]["tags"]}
+    assert tags["nomad:alloc_id"] == ALLOC_A and tags["nomad:job"] == "nomad-ecs-demo"
+    assert "RUNNING -> STOPPED" in fifo.read()
+    events.wait_for(lambda m: m.startswith("ECS task stopped: Stopped by Nomad"))
+    msgs = events.messages(tid)
+    assert msgs[0] == "Started ECS task" and "Stop requested: stopping ECS task" in msgs
+    events.close()
+    fifo.close()
+
+
+def test_drain_detach_on_a_recover_on_b_keeps_the_one_ecs_task(world, config, plugin_host):
+    a = launch(plugin_host, config)
+    tid_a = task_id(ALLOC_A)
+    handle = a.start_task(tid_a, ALLOC_A, TASK, body(world)).handle
+    arn = arn_of(handle)
+    waiter = a.driver.WaitTask.future(wait_req(tid_a))
+    stop(a, tid_a, signal="DETACH")
+    res = waiter.result(timeout=10)
+    assert (res.result.exit_code, res.err) == (0, "")
+    a.driver.DestroyTask(driver_pb2.DestroyTaskRequest(task_id=tid_a, force=True), timeout=10)
+
+    b = launch(plugin_host, config)
+    events = Events(b)
+    tid_b = recover(b, handle, new_id=task_id(ALLOC_B), new_alloc=ALLOC_B)
+    ins = inspect(b, tid_b)
+    assert ins.task.state == driver_pb2.RUNNING and ins.driver.attributes["arn"] == arn
+    events.wait_for(lambda m: m == "Recovered ECS task")
+    time.sleep(0.6)  # a few poll cycles on B
+    assert inspect(b, tid_b).driver.attributes["last_status"] == "RUNNING"
+
+    tasks = world.all_tasks()
+    assert [t["taskArn"] for t in tasks] == [arn]  # exactly one ECS task, the same one
+    assert tasks[0]["lastStatus"] == "RUNNING" and not tasks[0].get("stoppedReason")
+    events.close()
+
+
+def test_lost_node_kill_a_recover_on_b_runs_no_new_task(world, config, plugin_host):
+    a = launch(plugin_host, config)
+    handle = a.start_task(task_id(ALLOC_A), ALLOC_A, TASK, body(world)).handle
+    a.kill()  # kill -9: no StopTask, no Shutdown
+    assert not a.alive()
+
+    b = launch(plugin_host, config)
+    tid_b = recover(b, handle, new_id=task_id(ALLOC_B), new_alloc=ALLOC_B)
+    assert inspect(b, tid_b).driver.attributes["arn"] == arn_of(handle)
+    time.sleep(0.6)
+    tasks = world.all_tasks()
+    assert [t["taskArn"] for t in tasks] == [arn_of(handle)] and tasks[0]["lastStatus"] == "RUNNING"
+
+
+def test_agent_restart_recover_same_id_resumes_monitoring(world, config, plugin_host, tmp_path):
+    a = launch(plugin_host, config)
+    tid = task_id(ALLOC_A)
+    handle = a.start_task(tid, ALLOC_A, TASK, body(world)).handle
+    a.shutdown()  # a clean agent shutdown kills the plugin: the ECS task must survive
+    assert world.describe(arn_of(handle))["lastStatus"] == "RUNNING"
+
+    b = launch(plugin_host, config)
+    fifo = FifoReader(str(tmp_path / "restart.stdout"))
+    assert recover(b, handle, stdout_path=fifo.path) == tid
+    recover(b, handle, stdout_path=fifo.path)  # the same id twice: a no-op success
+    fifo.wait_for(f"client is remotely monitoring ECS task: {arn_of(handle)} with status RUNNING")
+    waiter = b.driver.WaitTask.future(wait_req(tid))
+    time.sleep(0.5)
+    assert not waiter.done()
+    world.ecs.stop_task(cluster=world.cluster, task=arn_of(handle), reason="stopped after the restart")
+    res = waiter.result(timeout=10)
+    assert res.result.exit_code == 1 and "stopped after the restart" in res.err
+    assert len(world.all_tasks()) == 1
+
+
+def test_update_stops_old_revision_and_starts_new(world, config, plugin_host):
+    host = launch(plugin_host, config)
+    old = host.start_task(task_id(ALLOC_A), ALLOC_A, TASK, body(world, 1)).handle
+    stop(host, old.config.id)
+    host.driver.WaitTask(wait_req(old.config.id), timeout=10)
+    host.driver.DestroyTask(driver_pb2.DestroyTaskRequest(task_id=old.config.id, force=True), timeout=10)
+    new = host.start_task(task_id(ALLOC_B), ALLOC_B, TASK, body(world, 2)).handle
+
+    old_t, new_t = world.describe(arn_of(old)), world.describe(arn_of(new))
+    assert old_t["lastStatus"] == "STOPPED" and old_t["stoppedReason"].startswith("Stopped by Nomad")
+    assert new_t["lastStatus"] == "RUNNING" and new_t["taskDefinitionArn"].endswith(f"{world.family}:2")
+    assert inspect(host, new.config.id).driver.attributes["task_definition"].endswith(":2")
+    assert len(world.all_tasks()) == 2
+
+
+def test_task_stopped_outside_nomad_ends_wait_with_ecs_reason(world, config, plugin_host):
+    host = launch(plugin_host, config)
+    events = Events(host)
+    tid = task_id(ALLOC_A)
+    handle = host.start_task(tid, ALLOC_A, TASK, body(world)).handle
+    waiters = [host.driver.WaitTask.future(wait_req(tid)) for _ in range(2)]
+    world.ecs.stop_task(cluster=world.cluster, task=arn_of(handle), reason="Task stopped by the console user")
+    for w in waiters:
+        res = w.result(timeout=10)
+        assert res.result.exit_code == 1 and "Task stopped by the console user" in res.err
+    late = host.driver.WaitTask(wait_req(tid), timeout=5)  # returns at once once finished
+    assert "console user" in late.err
+    events.wait_for(lambda m: "Task stopped by the console user" in m)
+    ins = inspect(host, tid)
+    assert ins.task.state == driver_pb2.EXITED and ins.task.result.exit_code == 1
+    assert ins.task.completed_at.seconds > 0
+    stop(host, tid)  # StopTask of an already-stopped task succeeds
+    assert world.describe(arn_of(handle))["stoppedReason"] == "Task stopped by the console user"
+    events.close()
