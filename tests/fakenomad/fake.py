@@ -1,0 +1,175 @@
+"""`FakeNomad`: a recording, failure-injecting fake of Nomad's HTTP API with simulated clients.
+
+Typical use (see tests/fakenomad/conftest.py for fixtures)::
+
+    fake = FakeNomad(version="1.6.5", timings=Timings.fast(), runtime=EcsRuntime(moto_url, "demo-cluster"))
+    fake.start()
+    n1 = fake.add_node("nomad-client-1")          # registers, heartbeats, serves its own agent port
+    fake.wait_for(lambda c: c.nodes[n1]["Status"] == "ready")
+    ...  # drive it through ecsdemo.nomad.NomadClient(fake.address)
+    fake.kill_node(n1); fake.restart_node(n1)     # lost-node scenario
+    fake.stop()                                   # joins every thread and closes every port
+
+Only Nomad's HTTP API is faked; the tasks run on ECS for real through the runtime.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+import uuid
+
+from tests.fakenomad.client import SimClient, driver_info
+from tests.fakenomad.model import Cluster, Timings
+from tests.fakenomad.scheduler import ServerLoop
+from tests.fakenomad.server import AgentHandler, HttpServer, NomadHandler, Recorded
+
+
+class FakeNomad:
+    def __init__(self, version: str = "1.6.5", timings: Timings | None = None, runtime=None, port: int = 0):
+        self.cluster = Cluster(version, timings or Timings.fast())
+        self.runtime = runtime
+        self.requests: list[Recorded] = []
+        self._port = port
+        self._failures: list[list] = []
+        self._lock = threading.Lock()
+        self._http: HttpServer | None = None
+        self._loop = ServerLoop(self.cluster)
+        self.clients: dict[str, SimClient] = {}
+        self._agents: dict[str, HttpServer] = {}
+        self._agent_ports: dict[str, int] = {}
+
+    # --- lifecycle --------------------------------------------------------------------------------
+    def start(self) -> "FakeNomad":
+        self._http = HttpServer(self, NomadHandler, self._port)
+        self._loop.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop every client, listener and thread; afterwards connections are refused."""
+        with self.cluster.cond:
+            self.cluster.closed = True
+            self.cluster.cond.notify_all()
+        for node_id in list(self.clients):
+            self._stop_client(node_id)
+        self._loop.stop()
+        if self._http is not None:
+            self._http.close()
+            self._http = None
+
+    def __enter__(self) -> "FakeNomad":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    @property
+    def port(self) -> int:
+        assert self._http is not None, "FakeNomad is not started"
+        return self._http.port
+
+    @property
+    def address(self) -> str:
+        """The server agent's HTTP address, as NOMAD_ADDR would hold it."""
+        return f"http://127.0.0.1:{self.port}"
+
+    url = address
+
+    # --- simulated client nodes -------------------------------------------------------------------
+    def add_node(self, name: str, node_id: str | None = None, agent_port: int | None = 0, healthy: bool = True,
+                 detected: bool = True, description: str | None = None, pid: int | None = None,
+                 runtime=None) -> str:
+        """Start a client agent for a new node; returns its node ID.
+
+        `agent_port=0` serves its HTTP API on a free port (`client_address(node_id)`), None serves none.
+        `pid` binds the node to a process: when that process dies, heartbeats stop (node goes down).
+        """
+        node_id = node_id or str(uuid.uuid4())
+        port = 0
+        if agent_port is not None:
+            agent = HttpServer(self, AgentHandler, agent_port, node_id=node_id)
+            self._agents[node_id] = agent
+            port = agent.port
+            self._agent_ports[node_id] = port
+        client = SimClient(self.cluster, node_id, name, f"127.0.0.1:{port or 4646}", runtime or self.runtime,
+                           driver_info(detected, healthy, description), pid=pid,
+                           on_death=lambda: self._close_agent(node_id))
+        self.clients[node_id] = client
+        client.start()
+        return node_id
+
+    def client_address(self, node_id: str) -> str:
+        return f"http://127.0.0.1:{self._agent_ports[node_id]}"
+
+    def kill_node(self, node_id: str) -> None:
+        """`kill -9` the node's client agent: heartbeats stop (down after TTL + grace), its port closes,
+        its ECS tasks keep running."""
+        self._stop_client(node_id)
+
+    def restart_node(self, node_id: str) -> None:
+        """Start the node's client agent again (same node ID and port): re-registers, restores its allocs."""
+        client = self.clients[node_id]
+        if node_id in self._agent_ports and node_id not in self._agents:
+            self._agents[node_id] = HttpServer(self, AgentHandler, self._agent_ports[node_id], node_id=node_id)
+        client.pid = None
+        client.start()
+
+    def set_driver_health(self, node_id: str, healthy: bool, description: str | None = None,
+                          detected: bool = True) -> None:
+        self.clients[node_id].set_driver(detected=detected, healthy=healthy, description=description)
+
+    def _stop_client(self, node_id: str) -> None:
+        client = self.clients.get(node_id)
+        if client is not None:
+            client.kill()
+        self._close_agent(node_id)
+
+    def _close_agent(self, node_id: str) -> None:
+        agent = self._agents.pop(node_id, None)
+        if agent is not None:
+            agent.close()
+
+    # --- failure injection ------------------------------------------------------------------------
+    def set_leader(self, present: bool) -> None:
+        """No leader: API calls hang `no_leader_hold` s then answer 500 `No cluster leader`."""
+        with self.cluster.cond:
+            self.cluster.leader = present
+            for node in self.cluster.nodes.values():  # a new leader grants every node a fresh TTL
+                node["_last_heartbeat"] = time.monotonic()
+            self.cluster.cond.notify_all()
+
+    def fail_next(self, method: str, path_regex: str, status: int, text: str, times: int = 1) -> None:
+        """The next `times` requests matching method and path get `status` with plain-text `text`."""
+        with self._lock:
+            self._failures.append([method.upper(), re.compile(path_regex), status, text, times])
+
+    def _injected(self, method: str, path: str):
+        with self._lock:
+            for f in self._failures:
+                if f[0] == method and f[1].fullmatch(path) and f[4] > 0:
+                    f[4] -= 1
+                    return f[2], f[3]
+        return None
+
+    def _record(self, rec: Recorded) -> None:
+        with self._lock:
+            self.requests.append(rec)
+
+    def requests_to(self, method: str, path_regex: str) -> list[Recorded]:
+        with self._lock:
+            return [r for r in self.requests if r.method == method and re.fullmatch(path_regex, r.path)]
+
+    # --- test helpers -----------------------------------------------------------------------------
+    def wait_for(self, predicate, timeout: float = 10.0, message: str = "condition"):
+        """Wait until `predicate(cluster)` (called under the lock) is truthy; returns its value."""
+        deadline = time.monotonic() + timeout
+        with self.cluster.cond:
+            while True:
+                value = predicate(self.cluster)
+                if value:
+                    return value
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(f"fake Nomad: timed out after {timeout}s waiting for {message}")
+                self.cluster.cond.wait(min(left, 0.05))
