@@ -69,7 +69,7 @@ class EcsTarget:
 class EcsApi:
     """Async facade over the ECS calls the driver makes."""
 
-    def __init__(self, target: EcsTarget, max_attempts: int = 5, connect_timeout: float = 5.0,
+    def __init__(self, target: EcsTarget, max_attempts: int = 3, connect_timeout: float = 5.0,
                  read_timeout: float = 15.0, workers: int = 4):
         self.target = target
         self._max_attempts = max_attempts

@@ -104,11 +104,12 @@ class EcsMonitor:
         for handle in self._watched.values():
             by_cluster.setdefault(handle.state.cluster, {}).setdefault(handle.arn, []).append(handle)
         self.cycles += 1
+        started = self._clock()
         try:
             answers = await asyncio.gather(*(self._describe(cluster, list(arns)) for cluster, arns in
                                              by_cluster.items()))
         except AwsError as exc:
-            self._failed(exc)
+            self._failed(exc, started)
             return
         now = self._clock()
         self._succeeded()
@@ -132,10 +133,10 @@ class EcsMonitor:
         self.describe_calls += -(-len(arns) // 100)
         return await self.ecs.describe_tasks(arns, cluster=cluster)
 
-    def _failed(self, exc: AwsError) -> None:
+    def _failed(self, exc: AwsError, started: float) -> None:
         now = self._clock()
         if self._outage_since is None:
-            self._outage_since = now
+            self._outage_since = started  # the outage began when the failing call (and its retries) began
         log.warning("ECS DescribeTasks failed (%s); tasks keep their last known status", exc)
         if not self._degraded and now - self._outage_since >= self.degraded_after:
             self._degraded = True
