@@ -51,10 +51,10 @@ def _post_json(url: str, payload: dict | None, timeout: float = 5.0) -> None:
 
 
 def is_healthy(url: str, timeout: float = 2.0) -> bool:
-    """True when a moto server answers at `url`."""
+    """True when a moto server answers at `url` (its small dashboard page; `data.json` grows to megabytes)."""
     try:
-        with urllib.request.urlopen(f"{url}/moto-api/data.json", timeout=timeout) as resp:
-            return resp.status == 200
+        with urllib.request.urlopen(f"{url}/moto-api/", timeout=timeout) as resp:
+            return resp.status == 200 and b"moto" in resp.read(65536).lower()
     except (urllib.error.URLError, OSError, ValueError):
         return False
 
