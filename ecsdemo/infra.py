@@ -205,11 +205,12 @@ def _mode(cfg: DemoConfig) -> str:
     return "local" if cfg.local else "aws"
 
 
-def _runner(cfg: DemoConfig, reporter: Reporter, endpoint: str | None) -> TerraformRunner:
+def _runner(cfg: DemoConfig, reporter: Reporter, local_mode: bool) -> TerraformRunner:
+    """A runner for the state directory's working copy (checks the binary, its version and the mirror)."""
     workdir = _workdir(cfg)
     env: dict[str, str] = {}
     drop: tuple[str, ...] = ()
-    if endpoint is not None:
+    if local_mode:
         env = {**local.LOCAL_CREDENTIALS, "AWS_DEFAULT_REGION": cfg.region}
         drop = tuple(k for k in os.environ if k.startswith(_LOCAL_DROP_ENV_PREFIXES))
 
@@ -315,6 +316,7 @@ def apply(cfg: DemoConfig, reporter: Reporter, task_definition: str | None = Non
         raise EcsdemoError(f"the demo's infrastructure exists in region {_applied_region(workdir)}, not {cfg.region}",
                            hint="run `ecsdemo infra destroy` first, or use another --state-dir")
 
+    runner = _runner(cfg, reporter, cfg.local)
     endpoint = None
     if cfg.local:
         before = local.local_endpoint_status(state)
@@ -325,7 +327,6 @@ def apply(cfg: DemoConfig, reporter: Reporter, task_definition: str | None = Non
             reporter.info("the previous local endpoint was gone (and its resources with it): applying from scratch")
 
     _prepare_workdir(cfg, td_file, endpoint)
-    runner = _runner(cfg, reporter, endpoint)
     state.write_json(INFRA_FILE, {**record, "mode": mode, "task_definition": choice, "outputs": None,
                                   "last_error": None, "region": cfg.region})
     try:
@@ -374,7 +375,7 @@ def destroy(cfg: DemoConfig, reporter: Reporter) -> bool:
             return False
         endpoint = status["url"]
     _write_override(workdir, endpoint)
-    runner = _runner(cfg, reporter, endpoint)
+    runner = _runner(cfg, reporter, endpoint is not None)
     try:
         with reporter.step("Terraform init"):
             runner.init()
