@@ -269,7 +269,7 @@ class PluginProcess:
         line = self._read_line(timeout)
         self.handshake_s = time.monotonic() - started
         if line is None:
-            code = self.proc.poll()
+            code = self.wait(2.0)  # EOF on stdout: the process is exiting, let it finish
             self.kill()
             why = f"exited with code {code}" if code is not None else f"printed nothing within {timeout:.0f}s"
             raise PluginError(f"plugin {why} before the handshake; its stderr: {self.stderr_tail() or '(empty)'}")
@@ -525,7 +525,6 @@ def _run_step(report: CheckReport, reporter: Reporter, title: str, fn: Callable[
         reporter.warn(f"{title}: {details}")
         return False
     report.steps.append(CheckStep(title, True, detail))
-    reporter.info(detail)
     return True
 
 
@@ -539,7 +538,10 @@ def check_plugin(launcher: Path, config: dict, reporter: Reporter, env: Mapping[
         return report
     from driver.pb import base_pb2, driver_pb2
 
-    log_path = log_path or Path(os.devnull)
+    if log_path is None:
+        import tempfile
+
+        log_path = Path(tempfile.mkdtemp(prefix="ecsdemo-check-")) / "plugin.log"
     proc = PluginProcess([str(launcher)], log_path, env=env)
     try:
         def handshake() -> str:
