@@ -217,6 +217,9 @@ class SimClient:
                                         {"message": "Building Task Directory"}, Message="Building Task Directory"))):
                 return
             time.sleep(step)
+            if self.runtime is None:
+                self._fail(aid, name, "the fake Nomad was given no task runtime")
+                return
             handle = ((alloc.get("TaskStates") or {}).get(name) or {}).get("TaskHandle")
             arn = self.runtime.recover(handle) if handle else None
             try:

@@ -337,8 +337,10 @@ class NomadHandler(_Base):
         if method in ("POST", "PUT"):
             return self._write(lambda cl, b: ops.register_job(cl, b, job_id), body)
         if method == "DELETE":
-            purge = self.qbool("purge")
-            self.qbool("global")
+            try:
+                purge, _ = self.qbool("purge"), self.qbool("global")
+            except _Reply as bad:  # Nomad answers 500 here, not 400
+                raise _err(500, bad.body.decode())
             return self._write(lambda cl, b: ops.deregister_job(cl, job_id, purge), None, need_body=False)
         self._only(method, "GET")
         with cl.cond:
