@@ -107,12 +107,17 @@ class FakeNomad:
         its ECS tasks keep running."""
         self._stop_client(node_id)
 
-    def restart_node(self, node_id: str) -> None:
-        """Start the node's client agent again (same node ID and port): re-registers, restores its allocs."""
+    def restart_node(self, node_id: str, pid: int | None = None, runtime=None) -> None:
+        """Start the node's client agent again (same node ID and port): re-registers, restores its allocs.
+        `pid`/`runtime` rebind it (the stand-in agent's new process)."""
         client = self.clients[node_id]
+        if client.alive:
+            client.kill()
         if node_id in self._agent_ports and node_id not in self._agents:
             self._agents[node_id] = HttpServer(self, AgentHandler, self._agent_ports[node_id], node_id=node_id)
-        client.pid = None
+        client.pid = pid
+        if runtime is not None:
+            client.runtime = runtime
         client.start()
 
     def set_driver_health(self, node_id: str, healthy: bool, description: str | None = None,
