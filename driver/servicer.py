@@ -45,8 +45,7 @@ class Plugin:
         log.set_level(config.log_level)
         target = EcsTarget(config.cluster, config.region, config.endpoint) if config.enabled else None
         if (self.ecs.target if self.ecs else None) != target:
-            if self.ecs is not None:
-                self.ecs.close()
+            # The old client is not closed: tasks tracked before the change may still be using it.
             self.ecs = EcsApi(target) if target else None
         changed = config != self.config
         self.config = config
