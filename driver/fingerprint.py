@@ -31,7 +31,7 @@ class Fingerprint:
 
 def _timeout(interval: float) -> float:
     """How long one DescribeClusters may take before we call the endpoint unreachable."""
-    return max(2.0, min(interval, 10.0))
+    return max(5.0, min(interval, 15.0))  # the first call also pays boto3's import on a busy host
 
 
 async def probe(plugin: "Plugin") -> Fingerprint:
