@@ -124,11 +124,13 @@ def _read_hcl(path: Path) -> dict:
 
 def agent_spec(cfg: DemoConfig, name: str) -> AgentSpec:
     """Where the agent `name`'s rendered config is, and what it says (http address, data dir)."""
+    from ecsdemo import render
+
     if name == SERVER:
-        role, config, port = "server", cfg.render_dir / "server.hcl", cfg.server_http_port
+        role, config, port = "server", render.server_config_path(cfg), cfg.server_http_port
     elif name in cfg.client_names():
         index = cfg.client_names().index(name) + 1
-        role, config, port = "client", cfg.render_dir / f"client-{index}.hcl", cfg.client_http_port(index)
+        role, config, port = "client", render.client_config_path(cfg, index), cfg.client_http_port(index)
     else:
         raise EcsdemoError(f"unknown agent {name!r}", hint=f"one of: {', '.join(agent_names(cfg))}")
     if not config.is_file():

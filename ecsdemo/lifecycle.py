@@ -13,12 +13,11 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ecsdemo import agents, aws, doctor
+from ecsdemo.status import node_summary
 from ecsdemo.config import GROUP_NAME, JOB_ID, TASK_NAME, DemoConfig
 from ecsdemo.errors import EcsdemoError
 from ecsdemo.progress import Reporter
 from ecsdemo.state import StateDir
-
-JOB_FILE = "demo-ecs.nomad"
 
 
 @dataclass
@@ -90,13 +89,10 @@ def _has_live_parts(cfg: DemoConfig) -> bool:
 
 
 # --- Nomad access ---------------------------------------------------------------------------------
-def nomad_client(address: str, timeout: float = 5.0):
+def nomad_client(address: str, timeout: float = 10.0):
     from ecsdemo.nomad import NomadClient
 
     return NomadClient(address, timeout=timeout)
-
-
-NomadFactory = Callable[[str], Any]
 
 
 def _nomad_errors() -> tuple[type[BaseException], ...]:
@@ -120,61 +116,80 @@ class UpResult:
         return self.__dict__.copy()
 
 
-def up(cfg: DemoConfig, reporter: Reporter, timing: Timing | None = None,
-       nomad: NomadFactory = nomad_client) -> UpResult:
+def up(cfg: DemoConfig, reporter: Reporter, timing: Timing | None = None) -> UpResult:
     """doctor -> (local endpoint) -> Terraform -> render -> plugin -> agents -> wait until ready."""
-    from ecsdemo import driverctl, infra, render
+    from ecsdemo import infra
 
-    timing = timing or Timing()
-    with reporter.step("Checking prerequisites"):
-        checks = doctor.run_checks(cfg)
-        blocking = doctor.blocking_failures(checks)
-        if blocking:
-            first = blocking[0]
-            raise EcsdemoError("prerequisites missing: " + "; ".join(f"{c.name}: {c.detail}" for c in blocking),
-                               hint=(first.hint or "") + " (`ecsdemo doctor` lists every check)")
-    warnings = [f"{c.name}: {c.detail}" for c in checks if not c.ok]
-    for w in warnings:
-        reporter.warn(w)
+    warnings = check_prerequisites(cfg, reporter)
     cfg.state.ensure()
     cfg.save()   # first: whatever happens next, `teardown` knows which demo this is
-
     endpoint = None
     if cfg.local:
         from ecsdemo import local
 
         endpoint = local.ensure_local_endpoint(cfg.state, reporter)
     outputs = infra.apply(cfg, reporter)
+    prepare_nomad_files(cfg, outputs, endpoint, reporter)
+    result = start_cluster(cfg, reporter, endpoint, timing)
+    result.cluster = outputs.cluster_name
+    result.warnings = warnings
+    return result
+
+
+def check_prerequisites(cfg: DemoConfig, reporter: Reporter) -> list[str]:
+    """Run doctor's checks; raise on a blocking failure, return (and report) the warnings."""
+    with reporter.step("Checking prerequisites"):
+        checks = doctor.run_checks(cfg)
+        blocking = doctor.blocking_failures(checks)
+        if blocking:
+            raise EcsdemoError("prerequisites missing: " + "; ".join(f"{c.name}: {c.detail}" for c in blocking),
+                               hint=(blocking[0].hint or "fix the above") + " (`ecsdemo doctor` lists every check)")
+    warnings = [f"{c.name}: {c.detail}" for c in checks if not c.ok]
+    for w in warnings:
+        reporter.warn(w)
+    return warnings
+
+
+def prepare_nomad_files(cfg: DemoConfig, outputs: Any, endpoint: str | None, reporter: Reporter) -> list[Path]:
+    """Render the agent configs and the job, and install the plugin launcher."""
+    from ecsdemo import driverctl, render
 
     with reporter.step("Rendering the Nomad configs and job"):
         paths = render.render_all(cfg, outputs, endpoint)
-        for p in paths:
-            reporter.info(f"wrote {p}")
+        reporter.info(f"wrote {len(paths)} files in {cfg.render_dir}")
     with reporter.step("Installing the nomad-driver-ecs plugin"):
         launcher = driverctl.install_launcher(cfg.plugin_dir)
         reporter.info(f"plugin launcher {launcher}")
+    return paths
 
+
+def start_cluster(cfg: DemoConfig, reporter: Reporter, endpoint: str | None = None,
+                  timing: Timing | None = None) -> UpResult:
+    """Start (or reuse) the server and the clients, then wait for a leader, every client, and a healthy
+    ecs driver on every node."""
+    timing = timing or Timing()
     env = agents.agent_env(cfg, endpoint)
     with reporter.step("Starting the Nomad server"):
         server = _start(cfg, agents.SERVER, env, reporter)
-        _wait_leader(cfg, server, nomad, timing)
+        _wait_leader(cfg, server, timing)
     client_recs = []
     with reporter.step(f"Starting {cfg.clients} Nomad client(s)"):
         for name in cfg.client_names():
             client_recs.append(_start(cfg, name, env, reporter))
         for rec in client_recs:
-            _wait_client(cfg, rec, nomad, timing)
+            _wait_client(cfg, rec, timing)
     with reporter.step("Waiting for every client to be ready with a healthy ecs driver"):
-        nodes = _wait_nodes(cfg, [server, *client_recs], nomad, timing)
+        nodes = _wait_nodes(cfg, [server, *client_recs], timing)
     return UpResult(ui_url=f"{server.http_addr}/ui", nodes=nodes,
                     agents=[{"name": r.name, "pid": r.pid, "http": r.http_addr, "log": r.log}
                             for r in [server, *client_recs]],
-                    endpoint=endpoint, cluster=outputs.cluster_name, job_file=str(job_file(cfg)),
-                    warnings=warnings)
+                    endpoint=endpoint, cluster=aws.cluster_name(cfg), job_file=str(job_file(cfg)))
 
 
 def job_file(cfg: DemoConfig) -> Path:
-    return cfg.render_dir / JOB_FILE
+    from ecsdemo import render
+
+    return render.job_path(cfg)
 
 
 def _start(cfg: DemoConfig, name: str, env: dict, reporter: Reporter) -> agents.AgentRecord:
@@ -217,57 +232,46 @@ def _poll(what: str, timeout: float, interval: float, probe: Callable[[], Any],
         time.sleep(interval)
 
 
-def _wait_leader(cfg: DemoConfig, server: agents.AgentRecord, nomad: NomadFactory, timing: Timing) -> None:
-    api = nomad(server.http_addr)
+def _wait_leader(cfg: DemoConfig, server: agents.AgentRecord, timing: Timing) -> None:
+    api = nomad_client(server.http_addr, timeout=timing.block)
 
     def probe():
-        leader = api.leader()
-        return leader or "!no cluster leader yet"
+        return api.leader() or "!no cluster leader yet"
 
     _poll("the Nomad server to elect a leader", timing.ready, timing.poll, probe, [server], cfg)
 
 
-def _wait_client(cfg: DemoConfig, rec: agents.AgentRecord, nomad: NomadFactory, timing: Timing) -> None:
-    api = nomad(rec.http_addr)
+def _wait_client(cfg: DemoConfig, rec: agents.AgentRecord, timing: Timing) -> None:
+    from ecsdemo.nomad import NomadClient
 
     def probe():
-        node_id = api.client_node_id()
-        return node_id or f"!{rec.name} has not registered yet"
+        return NomadClient.client_node_id(rec.http_addr, timeout=timing.block) or f"!{rec.name} has no node yet"
 
-    node_id = _poll(f"{rec.name} to join the server", timing.ready, timing.poll, probe, [rec], cfg)
-    rec.extra["node_id"] = node_id
+    _poll(f"{rec.name} to join the server", timing.ready, timing.poll, probe, [rec], cfg)
 
 
-def _wait_nodes(cfg: DemoConfig, recs: list[agents.AgentRecord], nomad: NomadFactory, timing: Timing) -> list[dict]:
-    api = nomad(recs[0].http_addr)
-    wanted = set(cfg.client_names())
+def _wait_nodes(cfg: DemoConfig, recs: list[agents.AgentRecord], timing: Timing) -> list[dict]:
+    api = nomad_client(recs[0].http_addr, timeout=timing.block)
+    wanted = cfg.client_names()
 
     def probe():
         nodes = {n.get("Name"): n for n in api.nodes()}
         problems = []
-        for name in sorted(wanted):
+        for name in wanted:
             node = nodes.get(name)
             if node is None:
                 problems.append(f"{name} not registered")
                 continue
             if node.get("Status") != "ready":
                 problems.append(f"{name} is {node.get('Status')}")
-            driver = api.node_ecs_driver(node) or {}
-            if not (driver.get("Detected") and driver.get("Healthy")):
-                problems.append(f"{name} ecs driver: {driver.get('HealthDescription') or 'not detected yet'}")
+            detected, healthy, description = api.node_ecs_driver(node)
+            if not (detected and healthy):
+                problems.append(f"{name} ecs driver: {description or 'not detected yet'}")
         if problems:
             return "!" + "; ".join(problems)
-        return [node_summary(nodes[n], api.node_ecs_driver(nodes[n])) for n in sorted(wanted)]
+        return [node_summary(nodes[n]) for n in wanted]
 
     return _poll("the clients and their ecs driver", timing.ready, timing.poll, probe, recs, cfg)
-
-
-def node_summary(node: dict, driver: dict | None) -> dict:
-    driver = driver or {}
-    return {"id": node.get("ID"), "name": node.get("Name"), "status": node.get("Status"),
-            "eligibility": node.get("SchedulingEligibility"), "drain": bool(node.get("Drain")),
-            "ecs_driver": ("healthy" if driver.get("Healthy") else
-                           (driver.get("HealthDescription") or "not detected"))}
 
 
 # --- run ------------------------------------------------------------------------------------------
@@ -282,15 +286,14 @@ class RunResult:
         return self.__dict__.copy()
 
 
-def run(cfg: DemoConfig, reporter: Reporter, timing: Timing | None = None,
-        nomad: NomadFactory = nomad_client, ecs_client: Any = None) -> RunResult:
+def run(cfg: DemoConfig, reporter: Reporter, timing: Timing | None = None, ecs_client: Any = None) -> RunResult:
     """Submit the rendered job (parse, then register), wait for its allocation to run and its ECS task to
     be RUNNING."""
     timing = timing or Timing()
     path = job_file(cfg)
     if not path.is_file():
         raise EcsdemoError(f"the rendered job {path} is missing", hint="run `ecsdemo up` first")
-    api = nomad(cfg.server_address)
+    api = nomad_client(cfg.server_address, timeout=timing.block)
     errors = _nomad_errors()
     try:
         with reporter.step(f"Submitting {path.name}"):
@@ -303,8 +306,8 @@ def run(cfg: DemoConfig, reporter: Reporter, timing: Timing | None = None,
         with reporter.step("Waiting for the allocation to run its ECS task"):
             alloc, arn = _wait_running_alloc(api, timing)
     except errors as exc:
-        raise EcsdemoError(f"Nomad refused or failed: {exc}",
-                           hint="is the demo up? `ecsdemo status` shows the agents") from exc
+        raise EcsdemoError(f"submitting the job failed: {exc.message}",
+                           hint=exc.hint or "is the demo up? `ecsdemo status` shows the agents") from exc
     with reporter.step("Waiting for the ECS task to be RUNNING"):
         _wait_ecs_running(cfg, arn, timing, ecs_client)
     return RunResult(alloc_id=alloc["ID"], node=alloc.get("NodeName", ""), task_arn=arn, eval_id=eval_id)
@@ -331,7 +334,7 @@ def _check_placement(api: Any, eval_id: str, timing: Timing) -> None:
         return
     deadline = time.monotonic() + timing.run
     while True:
-        ev = api.evaluation(eval_id)
+        ev = api.evaluation(eval_id) or {}
         status = ev.get("Status")
         if status in ("complete", "failed", "canceled"):
             reason = placement_failure(ev)
@@ -414,8 +417,8 @@ class TeardownResult:
         return self.__dict__.copy()
 
 
-def teardown(cfg: DemoConfig, reporter: Reporter, keep_infra: bool = False, timing: Timing | None = None,
-             nomad: NomadFactory = nomad_client) -> TeardownResult:
+def teardown(cfg: DemoConfig, reporter: Reporter, keep_infra: bool = False,
+             timing: Timing | None = None) -> TeardownResult:
     """Undo `up` (and `run`) from whatever state is left: each step is skipped when there is nothing to do,
     and a failing step does not stop the later ones. Raises at the end if something could not be cleaned."""
     timing = timing or Timing()
@@ -425,7 +428,7 @@ def teardown(cfg: DemoConfig, reporter: Reporter, keep_infra: bool = False, timi
     server = records.get(agents.SERVER)
     if server is not None and agents.status(server) == "running":
         with _attempt(reporter, result, "Stopping the demo job and waiting for its ECS task to stop"):
-            result.job_stopped, arns = _stop_job(cfg, nomad(server.http_addr), timing, reporter)
+            result.job_stopped, arns = _stop_job(cfg, nomad_client(server.http_addr, timing.block), timing, reporter)
             result.ecs_tasks_stopped += arns
     else:
         reporter.info("the Nomad server is not running: skipping the job stop")
@@ -493,8 +496,8 @@ def _ecs_reachable(cfg: DemoConfig) -> bool:
         return infra.outputs(cfg) is not None or _tf_has_state(cfg)
     from ecsdemo import local
 
-    status = local.local_endpoint_status(cfg.state)
-    return bool(status and status["healthy"])
+    doc = cfg.state.read_json(local.LOCAL_FILE)
+    return isinstance(doc, dict) and bool(doc.get("url")) and local.is_healthy(str(doc["url"]))
 
 
 def _tf_has_state(cfg: DemoConfig) -> bool:
