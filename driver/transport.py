@@ -208,6 +208,9 @@ def run(register: Register, env: Mapping[str, str] | None = None) -> int:
     except TransportError as exc:
         _fail(exc)
         return 1
+    except Exception as exc:  # a bug: one JSON log line with the traceback, never a raw traceback on stderr
+        _log.error(f"plugin failed: {type(exc).__name__}: {exc}", exc_info=exc)
+        return 1
     finally:
         shutil.rmtree(socket_dir, ignore_errors=True)
 

@@ -64,7 +64,8 @@ def check(plugin_dir: PluginDirOpt = None, local: LocalOpt = False, cluster: Clu
           json: JsonOpt = False) -> None:
     """Launch the installed plugin exactly as Nomad would and report each step (handshake .. fingerprint health).
 
-    --local starts an embedded AWS endpoint with the cluster, so no AWS account is needed.
+    --local starts an embedded AWS endpoint with the cluster, so no AWS account is needed. Without it, a demo
+    brought up with `up --local` is checked against its running embedded endpoint.
     """
     import os
 
@@ -90,6 +91,11 @@ def check(plugin_dir: PluginDirOpt = None, local: LocalOpt = False, cluster: Clu
                 env["AWS_EC2_METADATA_DISABLED"] = "true"
                 _create_cluster(moto.url, cluster, region)
             endpoint = moto.url
+        elif cfg.local and not endpoint:  # the saved demo runs on the embedded endpoint: check against it
+            from ecsdemo.aws import endpoint_url
+
+            endpoint = endpoint_url(cfg)
+            env.update(local_endpoint.LOCAL_CREDENTIALS)
         config = {"enabled": True, "cluster": cluster, "region": region}
         if endpoint:
             config["endpoint"] = endpoint

@@ -136,3 +136,19 @@ def test_cli_serve_speaks_go_plugin(tmp_path):
         assert host.extra_stdout == b""
     finally:
         host.kill()
+
+
+def test_cli_check_uses_the_saved_local_demo_endpoint(tmp_path, aws):
+    from ecsdemo.config import DemoConfig
+    from ecsdemo.state import StateDir
+
+    state = StateDir(tmp_path / "st").ensure()
+    DemoConfig(state_dir=state.root, local=True, name="saved-demo", render_dir=tmp_path / "nomad").save()
+    state.write_json("local.json", {"url": aws.url})
+    aws.client("ecs").create_cluster(clusterName="saved-demo")
+    driverctl.install_launcher(tmp_path / "nomad" / "plugins")
+    res = run_cli("driver", "check", "--json", "--state-dir", str(state.root), cwd=tmp_path)
+    assert res.returncode == 0, res.stderr + res.stdout
+    report = json.loads(res.stdout)
+    assert report["health"] == "healthy"
+    assert any("saved-demo" in step["detail"] for step in report["steps"] if step["name"] == "fingerprint")
