@@ -172,7 +172,8 @@ def _object(value: Any, path: str, keys: set[str], required: bool = False) -> di
         if not isinstance(k, str):
             raise TaskConfigError(path, f"keys must be strings, got {_type_name(k)}")
         if k not in keys and v is not None:
-            raise TaskConfigError(f"{path}.{k}" if path != "config" else k,
+            name = k if k.strip() else repr(k)
+            raise TaskConfigError(f"{path}.{name}" if path != "config" else name,
                                   f"unknown key; allowed: {', '.join(sorted(keys))}")
     return value
 
