@@ -10,8 +10,9 @@ unless a fault is set:
     proxy.fault(None)             back to plain forwarding (listening again on the same port)
     proxy.rewrite_status("RUNNING")  DescribeTasks answers report that lastStatus (ECS slow to stop)
 
-`proxy.counts` counts forwarded and faulted requests by ECS action (X-Amz-Target), so tests and the
-benchmark can see how many DescribeTasks calls the plugin makes.
+`proxy.counts` counts forwarded and faulted requests by ECS action (X-Amz-Target) and `proxy.log` keeps
+(time, action) of each, so tests and the benchmark can see how many DescribeTasks calls the plugin makes
+and when.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ class FaultProxy:
         self.upstream = (parts.hostname or "127.0.0.1", parts.port or 80)
         self.counts: Counter[str] = Counter()
         self.faulted: Counter[str] = Counter()
+        self.log: list[tuple[float, str]] = []  # (time.monotonic(), action) of every request
         self._mode: str | None = None
         self._delay = 0.0
         self._status: str | None = None
@@ -118,6 +120,7 @@ class FaultProxy:
         with self._lock:
             mode, delay, status = self._mode, self._delay, self._status
             self.counts[action] += 1
+            self.log.append((time.monotonic(), action))
         if mode in ("5xx", "throttle"):
             with self._lock:
                 self.faulted[action] += 1
