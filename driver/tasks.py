@@ -342,19 +342,15 @@ class TaskManager:
         """Run the ECS task for `info`; a repeated call with the same task id returns the same handle."""
         if not info.task_id:
             raise StartError("the task config has no id", recoverable=False)
-        lock = self._locks.setdefault(info.task_id, asyncio.Lock())
-        try:
-            async with lock:
-                if info.task_id in self._tasks:
-                    return self._tasks[info.task_id]
-                handle = await self._run(info, driver_config)
-                self._track(handle)
-                handle.event("Started ECS task", cluster=handle.state.cluster,
-                             task_definition=handle.task_definition_arn or "")
-                return handle
-        finally:
-            if not lock.locked():
-                self._locks.pop(info.task_id, None)
+        # One start at a time per task id (dropped by DestroyTask): a retry waits, then finds the handle.
+        async with self._locks.setdefault(info.task_id, asyncio.Lock()):
+            if info.task_id in self._tasks:
+                return self._tasks[info.task_id]
+            handle = await self._run(info, driver_config)
+            self._track(handle)
+            handle.event("Started ECS task", cluster=handle.state.cluster,
+                         task_definition=handle.task_definition_arn or "")
+            return handle
 
     async def _run(self, info: TaskInfo, driver_config: bytes) -> TaskHandle:
         try:
@@ -472,6 +468,7 @@ class TaskManager:
         self.monitor.unwatch(handle)
         handle.output.close()
         self._tasks.pop(task_id, None)
+        self._locks.pop(task_id, None)
 
     # -- shutdown
     async def close(self) -> None:

@@ -251,3 +251,13 @@ def test_monitor_batches_describe_calls(world):
     cycles, calls, statuses = run(world, body, poll=60)  # no timed cycle during the test
     assert cycles == 1 and calls == 2  # 150 distinct ARNs: ceil(150/100)
     assert set(statuses) == {"RUNNING"}
+
+
+def test_concurrent_starts_with_one_task_id_run_one_ecs_task(world):
+    async def body(mgr, rec):
+        a, b = await asyncio.gather(mgr.start(info(), world.task_config_bytes()),
+                                    mgr.start(info(), world.task_config_bytes()))
+        return a is b
+
+    assert run(world, body)
+    assert len(world.all_tasks()) == 1
