@@ -32,6 +32,17 @@ def endpoint_url(cfg: DemoConfig) -> str | None:
     return str(url)
 
 
+def reachable(cfg: DemoConfig) -> bool:
+    """Whether ECS can be asked at all: in local mode, the recorded endpoint must answer (without it, its
+    resources are gone too); on AWS, always."""
+    if not cfg.local:
+        return True
+    from ecsdemo.local import is_healthy
+
+    doc = cfg.state.read_json(LOCAL_STATE_FILE)
+    return isinstance(doc, dict) and bool(doc.get("url")) and is_healthy(str(doc["url"]))
+
+
 def ecs_client(cfg: DemoConfig, url: str | None = None):
     """A boto3 ECS client for the demo's region (and the local endpoint in local mode)."""
     import boto3

@@ -494,10 +494,7 @@ def _ecs_reachable(cfg: DemoConfig) -> bool:
         from ecsdemo import infra
 
         return infra.outputs(cfg) is not None or _tf_has_state(cfg)
-    from ecsdemo import local
-
-    doc = cfg.state.read_json(local.LOCAL_FILE)
-    return isinstance(doc, dict) and bool(doc.get("url")) and local.is_healthy(str(doc["url"]))
+    return aws.reachable(cfg)
 
 
 def _tf_has_state(cfg: DemoConfig) -> bool:

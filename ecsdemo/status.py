@@ -88,6 +88,12 @@ def collect(cfg: DemoConfig, timeout: float = 5.0, ecs_client: Any = None) -> di
         data["nomad_error"] = exc.message
 
     data["ecs_tasks"], data["ecs_error"] = [], None
+    endpoint = data.get("endpoint")
+    if not aws.reachable(cfg):
+        data["ecs_error"] = ("the local AWS endpoint is not answering" + (f" at {endpoint['url']}" if endpoint else "")
+                             + ": run `ecsdemo up --local` (or `ecsdemo local start`)")
+        data["orphans"] = []
+        return data
     try:
         tasks = aws.cluster_tasks(cfg, "RUNNING", client=ecs_client) + \
             [t for t in aws.cluster_tasks(cfg, "STOPPED", client=ecs_client) if t.get("lastStatus") != "STOPPED"]

@@ -40,9 +40,7 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def doctor(local: LocalFlag = None, region: RegionOpt = None, clients: ClientsOpt = None,
                json: JsonOpt = False, state_dir: StateDirOpt = None) -> None:
-        """Check what `up` needs: nomad 1.1-1.9, terraform and its aws provider, AWS credentials (not with
-        --local), free agent ports, a writable plugin directory and a sane state directory. Exits 1 when
-        something blocks `up`."""
+        """Check what `up` needs: nomad 1.1-1.9, terraform and its aws provider, AWS credentials (not with --local), free agent ports, a writable plugin directory and a sane state directory. Exits 1 when something blocks `up`."""
         from ecsdemo import doctor as doc
         from ecsdemo import lifecycle
 
@@ -59,3 +57,140 @@ def register(app: typer.Typer) -> None:
                 console.print("[green]ready for `ecsdemo up" + (" --local" if cfg.local else "") + "`[/green]")
         if blocking:
             raise typer.Exit(1)
+
+    @app.command()
+    def up(local: LocalFlag = None, region: RegionOpt = None, clients: ClientsOpt = None,
+           state_dir: StateDirOpt = None) -> None:
+        """Bring the whole demo up: checks, (local endpoint,) Terraform, rendered configs, the plugin, a Nomad server and N clients in the background; waits until every client has a healthy ecs driver. Safe to run again (reuses what is up); after Ctrl-C, `ecsdemo teardown` cleans up."""
+        from ecsdemo import lifecycle
+
+        cfg = lifecycle.resolve_config(state_dir, local=local, region=region, clients=clients)
+        result = lifecycle.up(cfg, RichReporter())
+        console.print()
+        console.print(f"[bold green]The demo is up[/bold green] ({'local endpoint ' + result.endpoint if result.endpoint else 'AWS ' + cfg.region}"
+                      f", ECS cluster {result.cluster})")
+        console.print(f"Nomad UI: [bold]{result.ui_url}[/bold]", soft_wrap=True)
+        print_nodes(result.nodes)
+        console.print("\nNext: [bold]ecsdemo run[/bold] (submit the job), [bold]ecsdemo status[/bold], "
+                      "[bold]ecsdemo run-scenario all[/bold], and finally [bold]ecsdemo teardown[/bold]")
+
+    @app.command()
+    def run(state_dir: StateDirOpt = None) -> None:
+        """Submit the demo job (parse, then register through the Nomad API) and wait until its allocation runs and its ECS task is RUNNING."""
+        from ecsdemo import lifecycle
+
+        cfg = lifecycle.load_config(state_dir)
+        result = lifecycle.run(cfg, RichReporter())
+        console.print(f"allocation [bold]{result.alloc_id}[/bold] on {result.node}", soft_wrap=True)
+        console.print(f"ECS task   [bold]{result.task_arn}[/bold] RUNNING", soft_wrap=True)
+        console.print("Next: [bold]ecsdemo logs --follow[/bold] (the driver's monitoring lines) or "
+                      "[bold]ecsdemo run-scenario all[/bold]")
+
+    @app.command()
+    def status(json: JsonOpt = False, state_dir: StateDirOpt = None) -> None:
+        """One view of the demo: agents, nodes (status, eligibility, drain, ecs driver), the job's allocations (with the ECS task ARN from their task handle) and the cluster's ECS tasks, with orphans (no live allocation owns them) flagged."""
+        from ecsdemo import lifecycle
+        from ecsdemo import status as status_view
+
+        cfg = lifecycle.load_config(state_dir)
+        data = status_view.collect(cfg)
+        if json:
+            _json(data)
+        else:
+            print_status(data)
+
+    @app.command()
+    def logs(alloc: Annotated[Optional[str], typer.Argument(
+                help="Allocation ID or unique prefix. [default: the demo job's running allocation]",
+                show_default=False)] = None,
+             follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new lines (Ctrl-C stops).")] = False,
+             state_dir: StateDirOpt = None) -> None:
+        """The demo task's stdout through the Nomad API: the driver's monitoring lines."""
+        from ecsdemo import lifecycle
+        from ecsdemo import status as status_view
+
+        cfg = lifecycle.load_config(state_dir)
+        if follow:
+            alloc_id = status_view.resolve_alloc(cfg, alloc)
+            for text in status_view.follow(cfg, alloc_id):
+                typer.echo(text, nl=False)
+        else:
+            _, text = status_view.logs(cfg, alloc)
+            typer.echo(text, nl=False)
+
+    @app.command()
+    def teardown(keep_infra: Annotated[bool, typer.Option("--keep-infra", help="Keep the AWS side (and the local "
+                                                          "endpoint): stop only the job, its tasks and the agents.")] = False,
+                 state_dir: StateDirOpt = None) -> None:
+        """Stop the job and wait for its ECS task to stop, stop any ECS task the driver left, stop the agents ecsdemo started, destroy the infrastructure, stop the local endpoint and remove agent data. Safe to repeat, and works from any partial state."""
+        from ecsdemo import lifecycle
+        from ecsdemo.config import DemoConfig
+        from ecsdemo.state import StateDir
+
+        state = StateDir(state_dir)
+        cfg = DemoConfig.load(state)
+        if cfg is None:
+            cfg = DemoConfig(state_dir=state.root)   # no config saved: still clean up whatever is recorded
+        cfg.state_dir = state.root
+        result = lifecycle.teardown(cfg, RichReporter(), keep_infra=keep_infra)
+        console.print(f"[bold green]Torn down[/bold green]: "
+                      f"{len(result.ecs_tasks_stopped)} ECS task(s) stopped, {len(result.agents)} agent(s) stopped"
+                      + ("" if keep_infra else f", infrastructure {'destroyed' if result.infra_destroyed else 'already gone'}"))
+
+
+def print_nodes(nodes: list[dict]) -> None:
+    table = Table(box=None, pad_edge=False, header_style="bold", title="Nodes", title_justify="left")
+    for col in ("name", "id", "status", "eligibility", "drain", "ecs driver"):
+        table.add_column(col, overflow="fold")
+    for n in nodes:
+        driver = n["ecs_driver"]
+        table.add_row(n["name"] or "-", (n["id"] or "")[:8], n["status"] or "-", n["eligibility"] or "-",
+                      "yes" if n["drain"] else "no",
+                      f"[green]{driver}[/green]" if driver == "healthy" else f"[red]{driver}[/red]")
+    console.print(table)
+
+
+def print_status(data: dict) -> None:
+    console.print(f"[bold]Demo[/bold] in {data['state_dir']} ({data['mode']}, {data['region']}); "
+                  f"Nomad {data['nomad_address']}")
+    endpoint = data.get("endpoint")
+    if data["mode"] == "local":
+        console.print("local AWS endpoint: " + (f"{endpoint['url']} ({'healthy' if endpoint['healthy'] else 'NOT answering'})"
+                                                if endpoint else "not started"))
+    if data["agents"]:
+        table = Table(box=None, pad_edge=False, header_style="bold", title="Agents", title_justify="left")
+        for col in ("name", "pid", "status", "http", "log"):
+            table.add_column(col, overflow="fold")
+        for a in data["agents"]:
+            st = a["status"]
+            table.add_row(a["name"], str(a["pid"]), f"[green]{st}[/green]" if st == "running" else f"[red]{st}[/red]",
+                          a["http"], a["log"])
+        console.print(table)
+    else:
+        console.print("no Nomad agents recorded")
+    if data["nomad_error"]:
+        console.print(f"[red]Nomad:[/red] {data['nomad_error']}")
+    else:
+        print_nodes(data["nodes"])
+        allocs = data["allocations"] or []
+        table = Table(box=None, pad_edge=False, header_style="bold", title=f"Allocations of the demo job",
+                      title_justify="left")
+        for col in ("id", "node", "desired", "status", "version", "ECS task ARN"):
+            table.add_column(col, overflow="fold")
+        for a in allocs:
+            table.add_row(a["id"][:8], a["node"] or "-", a["desired_status"] or "-", a["client_status"] or "-",
+                          str(a["job_version"]), a["task_arn"] or "-")
+        console.print(table if allocs else "no allocations (run `ecsdemo run`)")
+    if data["ecs_error"]:
+        console.print(f"[red]ECS:[/red] {data['ecs_error']}")
+        return
+    table = Table(box=None, pad_edge=False, header_style="bold", title="ECS tasks in the cluster", title_justify="left")
+    for col in ("ARN", "status", "task definition", "owner", ""):
+        table.add_column(col, overflow="fold")
+    for t in data["ecs_tasks"]:
+        flag = "[red]ORPHAN[/red]" if t["orphan"] else ("" if t["orphan"] is False else "?")
+        table.add_row(t["arn"], t["last_status"] or "-", t["task_definition"], (t["owner"] or "-")[:8], flag)
+    console.print(table if data["ecs_tasks"] else "no ECS tasks running")
+    if data["orphans"]:
+        console.print(f"[red]{len(data['orphans'])} orphan ECS task(s)[/red]: no live allocation owns them; "
+                      "`ecsdemo teardown` stops them")
