@@ -106,7 +106,7 @@ class TerraformRunner:
         self.workdir = Path(self.workdir)
         self.log_path = Path(self.log_path)
         if self.plugin_mirror is not None:
-            self.plugin_mirror = Path(self.plugin_mirror)
+            self.plugin_mirror = Path(self.plugin_mirror).expanduser().resolve()
             if not self.plugin_mirror.is_dir():
                 raise EcsdemoError(f"the Terraform provider mirror {self.plugin_mirror} is not a directory",
                                    hint="pass --tf-plugin-dir (or ECSDEMO_TF_PLUGIN_DIR) naming a directory laid out "
@@ -138,7 +138,13 @@ class TerraformRunner:
                 return False
         except (OSError, ValueError, AttributeError):
             pass
-        self._run("init", input=False, no_color=IsFlagged)
+        try:
+            self._run("init", input=False, no_color=IsFlagged)
+        except EcsdemoError as exc:
+            if self.plugin_mirror is None and "registry.terraform.io" in exc.message:
+                exc.hint = (f"{exc.hint}. Offline? Point --tf-plugin-dir (or ECSDEMO_TF_PLUGIN_DIR) at a local "
+                            "provider mirror holding hashicorp/aws 5.x")
+            raise
         stamp.write_text(json.dumps({"fingerprint": fingerprint}))
         return True
 
