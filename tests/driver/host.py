@@ -50,9 +50,19 @@ class PluginHost(PluginProcess):
         except FileNotFoundError:
             return []
 
-    def logs(self) -> list[dict]:
-        """Every stderr line parsed as JSON (a non-JSON line raises: Nomad would lose its level)."""
-        return [json.loads(line) for line in self.stderr_lines() if line.strip()]
+    def logs(self, strict: bool = True) -> list[dict]:
+        """Every stderr line parsed as JSON. A non-JSON line raises (Nomad would lose its level) unless
+        `strict` is False, which skips such lines."""
+        out = []
+        for line in self.stderr_lines():
+            if not line.strip():
+                continue
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                if strict:
+                    raise
+        return out
 
     # --- Nomad-shaped calls ----------------------------------------------------------------------
     def plugin_info(self, timeout: float = 10.0):
