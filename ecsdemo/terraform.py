@@ -21,6 +21,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import threading
 import time
@@ -227,9 +228,10 @@ class TerraformRunner:
                 pump(proc.stdout, stdout_lines, None if quiet else self.on_line)
                 err_thread.join()
                 rc = proc.wait()
-            except BaseException:
-                # Ctrl-C or a failing callback: let terraform stop cleanly (it writes its state), then give up.
-                _stop(proc)
+            except BaseException as exc:
+                # Let terraform stop cleanly (it finishes in-flight calls and writes its state), then give up.
+                # After Ctrl-C it got the terminal's SIGINT already: a second one would make it abort hard.
+                _stop(proc, already_interrupted=isinstance(exc, KeyboardInterrupt))
                 raise
             seconds = time.monotonic() - started
             log.write(f"=== exit code {rc} after {seconds:.2f}s\n")
@@ -240,14 +242,14 @@ class TerraformRunner:
         return "\n".join(stdout_lines)
 
 
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.terminate()   # terraform handles SIGTERM like Ctrl-C: finishes in-flight calls, saves state
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+def _stop(proc: subprocess.Popen, already_interrupted: bool, grace: float = 120.0) -> None:
+    if proc.poll() is None and not already_interrupted:
+        proc.send_signal(signal.SIGINT)   # terraform's graceful stop
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def _error_text(stderr_lines: list[str], stdout_lines: list[str]) -> str:

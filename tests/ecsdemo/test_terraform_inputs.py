@@ -185,3 +185,27 @@ def test_shipped_module_declares_what_the_issue_asks(tmp_path):
     assert not (terraform_dir() / infra.OVERRIDE_FILE).exists()   # the override is only ever generated
     assert os.path.basename(infra.TASK_DEFINITIONS["base"]) == "base-demo.json"
     assert (Path(terraform_dir()) / "files" / "updated-demo.json").is_file()
+
+
+def _applied_state(cfg: DemoConfig, mode: str, region: str) -> None:
+    """A state directory that says infrastructure exists (as an earlier apply leaves it)."""
+    work = cfg.state.ensure().path(infra.WORKDIR_NAME)
+    work.mkdir()
+    (work / "terraform.tfstate").write_text(json.dumps({"version": 4, "resources": [{"type": "aws_vpc"}]}))
+    (work / infra.TFVARS_FILE).write_text(json.dumps({"region": region}))
+    cfg.state.write_json(infra.INFRA_FILE, {"mode": mode, "outputs": None})
+
+
+def test_switching_mode_or_region_under_live_infrastructure_is_refused(tmp_path):
+    cfg = DemoConfig(state_dir=tmp_path / "st", local=True)
+    _applied_state(cfg, "aws", "us-east-1")
+    with pytest.raises(EcsdemoError, match="applied in aws mode") as err:
+        infra.apply(cfg, RecordingReporter())
+    assert "infra destroy" in err.value.hint
+    assert cfg.state.read_json(local.LOCAL_FILE) is None                 # nothing started
+
+    cfg = DemoConfig(state_dir=tmp_path / "st2", region="eu-west-1")
+    _applied_state(cfg, "aws", "us-east-1")
+    with pytest.raises(EcsdemoError, match="exists in region us-east-1, not eu-west-1"):
+        infra.apply(cfg, RecordingReporter())
+    assert cfg.state.read_json(infra.INFRA_FILE) == {"mode": "aws", "outputs": None}   # untouched
