@@ -423,4 +423,9 @@ def remove_data_dirs(cfg: DemoConfig, records: dict[str, AgentRecord] | None = N
         if d != root and root in d.parents and d.exists():
             shutil.rmtree(d, ignore_errors=True)
             removed.append(d)
+            parent = d.parent
+            while parent != root and root in parent.parents:   # e.g. <state>/nomad once empty
+                with contextlib.suppress(OSError):
+                    parent.rmdir()
+                parent = parent.parent
     return removed
