@@ -378,7 +378,7 @@ def destroy(cfg: DemoConfig, reporter: Reporter) -> bool:
     runner = _runner(cfg, reporter, endpoint is not None)
     try:
         with reporter.step("Terraform init"):
-            runner.init()
+            runner.init(reuse_any=True)
         with reporter.step(f"Terraform destroy ({'local endpoint' if endpoint else _applied_region(workdir)})"):
             runner.destroy()
     except EcsdemoError as exc:

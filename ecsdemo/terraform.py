@@ -127,15 +127,17 @@ class TerraformRunner:
             raise EcsdemoError(f"{self.binary} is Terraform {text}; ecsdemo needs 1.0 or newer", hint=INSTALL_HINT)
         return major, minor, patch
 
-    def init(self) -> bool:
+    def init(self, reuse_any: bool = False) -> bool:
         """`terraform init`, skipped when this configuration was already initialised the same way.
 
-        Returns True when init ran. The provider plugins in `.terraform/` are reused between runs.
+        With `reuse_any` (destroy), any earlier successful init is good enough, even with another provider
+        source: removing what exists must not depend on reaching a registry. Returns True when init ran.
+        The provider plugins in `.terraform/` are reused between runs.
         """
         stamp = self.workdir / _INIT_STAMP
         fingerprint = self._init_fingerprint()
         try:
-            if json.loads(stamp.read_text()).get("fingerprint") == fingerprint:
+            if reuse_any and stamp.is_file() or json.loads(stamp.read_text()).get("fingerprint") == fingerprint:
                 return False
         except (OSError, ValueError, AttributeError):
             pass

@@ -3,6 +3,7 @@ provider mirror is missing. Few test functions, each a whole sequence, to keep t
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -140,9 +141,10 @@ def test_apply_check_run_update_destroy(state, tf_mirror):
     assert f'task_definition = "{updated.task_definition_ref}"' in job_text
     assert f'endpoint = "{updated.endpoint}"' in (state.root / "rendered" / "client-1.hcl").read_text()
 
-    # 5. Destroy: nothing is left.
+    # 5. Destroy: nothing is left. It reuses the installed providers even when no mirror is named now.
     rep = RecordingReporter()
-    assert infra.destroy(cfg, rep) is True
+    assert infra.destroy(dataclasses.replace(cfg, tf_plugin_dir=None), rep) is True
+    assert (state.logs / infra.TF_LOG_NAME).read_text().count("$ init ") == 1
     assert "Destroy complete! Resources: 9 destroyed." in rep.texts("info")
     assert infra.outputs(cfg) is None and not state_has_resources(workdir)
     clusters = ecs.describe_clusters(clusters=[first.cluster_name])["clusters"]
