@@ -34,7 +34,7 @@ class Timing:
 
 # --- configuration --------------------------------------------------------------------------------
 def resolve_config(state_dir: Path | str | None, *, local: bool | None = None, region: str | None = None,
-                   clients: int | None = None) -> DemoConfig:
+                   clients: int | None = None, tf_plugin_dir: Path | None = None) -> DemoConfig:
     """The demo's config: the one `up` saved in the state directory, with the given flags applied; a new
     one from the flags when none was saved. Switching mode or region under live infrastructure is refused."""
     state = StateDir(state_dir)
@@ -45,6 +45,8 @@ def resolve_config(state_dir: Path | str | None, *, local: bool | None = None, r
             kwargs["region"] = region
         if clients is not None:
             kwargs["clients"] = clients
+        if tf_plugin_dir is not None:
+            kwargs["tf_plugin_dir"] = tf_plugin_dir
         return DemoConfig(**kwargs)
     cfg = saved
     cfg.state_dir = state.root
@@ -66,6 +68,8 @@ def resolve_config(state_dir: Path | str | None, *, local: bool | None = None, r
             raise EcsdemoError(f"the demo runs {cfg.clients} client(s); stop it before changing --clients",
                                hint="run `ecsdemo teardown --keep-infra`, then `ecsdemo up --clients N`")
         cfg.clients = clients
+    if tf_plugin_dir is not None:
+        cfg.tf_plugin_dir = Path(tf_plugin_dir)
     cfg.validate()
     return cfg
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json as jsonlib
+from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
@@ -13,11 +14,15 @@ from ecsdemo.console import RichReporter, console
 
 LocalFlag = Annotated[Optional[bool], typer.Option(
     "--local/--aws", help="--local: the embedded AWS endpoint (a moto server; no account, no cost). --aws: real AWS. "
-                          "[default: what the last `up` used, else --aws]", show_default=False)]
-RegionOpt = Annotated[Optional[str], typer.Option("--region", help="AWS region. [default: us-east-1, or the last `up`'s]",
+                          "(default: what the last `up` used, else --aws)", show_default=False)]
+RegionOpt = Annotated[Optional[str], typer.Option("--region", help="AWS region. (default: us-east-1, or the last `up`'s)",
                                                   show_default=False)]
+MirrorOpt = Annotated[Optional[Path], typer.Option(
+    "--tf-plugin-dir", envvar="ECSDEMO_TF_PLUGIN_DIR", file_okay=False, exists=True,
+    help="A local Terraform provider mirror holding hashicorp/aws (for machines without registry access).",
+    show_default=False)]
 ClientsOpt = Annotated[Optional[int], typer.Option("--clients", min=1, max=9, help="Number of Nomad clients. "
-                                                   "[default: 2, or the last `up`'s]", show_default=False)]
+                                                   "(default: 2, or the last `up`'s)", show_default=False)]
 
 
 def _json(data) -> None:
@@ -39,12 +44,13 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def doctor(local: LocalFlag = None, region: RegionOpt = None, clients: ClientsOpt = None,
-               json: JsonOpt = False, state_dir: StateDirOpt = None) -> None:
+               tf_plugin_dir: MirrorOpt = None, json: JsonOpt = False, state_dir: StateDirOpt = None) -> None:
         """Check what `up` needs: nomad 1.1-1.9, terraform and its aws provider, AWS credentials (not with --local), free agent ports, a writable plugin directory and a sane state directory. Exits 1 when something blocks `up`."""
         from ecsdemo import doctor as doc
         from ecsdemo import lifecycle
 
-        cfg = lifecycle.resolve_config(state_dir, local=local, region=region, clients=clients)
+        cfg = lifecycle.resolve_config(state_dir, local=local, region=region, clients=clients,
+                                       tf_plugin_dir=tf_plugin_dir)
         checks = doc.run_checks(cfg)
         blocking = doc.blocking_failures(checks)
         if json:
@@ -60,11 +66,12 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def up(local: LocalFlag = None, region: RegionOpt = None, clients: ClientsOpt = None,
-           state_dir: StateDirOpt = None) -> None:
+           tf_plugin_dir: MirrorOpt = None, state_dir: StateDirOpt = None) -> None:
         """Bring the whole demo up: checks, (local endpoint,) Terraform, rendered configs, the plugin, a Nomad server and N clients in the background; waits until every client has a healthy ecs driver. Safe to run again (reuses what is up); after Ctrl-C, `ecsdemo teardown` cleans up."""
         from ecsdemo import lifecycle
 
-        cfg = lifecycle.resolve_config(state_dir, local=local, region=region, clients=clients)
+        cfg = lifecycle.resolve_config(state_dir, local=local, region=region, clients=clients,
+                                       tf_plugin_dir=tf_plugin_dir)
         result = lifecycle.up(cfg, RichReporter())
         console.print()
         console.print(f"[bold green]The demo is up[/bold green] ({'local endpoint ' + result.endpoint if result.endpoint else 'AWS ' + cfg.region}"
@@ -101,7 +108,7 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def logs(alloc: Annotated[Optional[str], typer.Argument(
-                help="Allocation ID or unique prefix. [default: the demo job's running allocation]",
+                help="Allocation ID or unique prefix. (default: the demo job's running allocation)",
                 show_default=False)] = None,
              follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new lines (Ctrl-C stops).")] = False,
              state_dir: StateDirOpt = None) -> None:
