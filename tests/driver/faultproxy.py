@@ -121,6 +121,15 @@ class FaultProxy:
             mode, delay, status = self._mode, self._delay, self._status
             self.counts[action] += 1
             self.log.append((time.monotonic(), action))
+        if mode == "refuse":
+            # The listener is closed, but a client's kept-alive connection still reaches us: drop it
+            # unanswered, like a peer that went away.
+            req.close_connection = True
+            try:
+                req.connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            return
         if mode in ("5xx", "throttle"):
             with self._lock:
                 self.faulted[action] += 1

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_lifecycle_support import FifoReader, make_world  # noqa: E402
+from test_lifecycle_support import FifoReader, world  # noqa: E402,F401
 
 from driver.aws import EcsApi, EcsTarget  # noqa: E402
 from driver.tasks import (DETACH_SIGNAL, DriverState, DriverStateError, StartError, StopTimeout,  # noqa: E402
@@ -34,11 +34,6 @@ class Recorder:
 def info(n: int = 1, alloc: str = ALLOC, stdout: str = "") -> TaskInfo:
     return TaskInfo(task_id=f"{alloc}/http-server/{n:08x}", name="http-server", alloc_id=alloc,
                     job="nomad-ecs-demo", group="ecs-remote-task-demo", stdout_path=stdout)
-
-
-@pytest.fixture
-def world(aws):
-    return make_world(aws)
 
 
 def run(world, body, poll=POLL):
@@ -207,8 +202,7 @@ def test_bad_config_and_runtask_failures_are_start_errors(world):
 
 
 def test_stop_times_out_when_ecs_never_reports_stopped(world, moto_url):
-    # Keep the task from ever reaching STOPPED by pointing the manager at a cluster view that hides it:
-    # stop is issued, but describe answers from a proxy that always says RUNNING.
+    # ECS slow to stop: the manager talks through a proxy whose DescribeTasks answers always say RUNNING.
     import faultproxy
 
     with faultproxy.FaultProxy(moto_url) as proxy:

@@ -13,7 +13,6 @@ from hypothesis import strategies as st
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_lifecycle_scenarios import ALLOC_A, TASK, body, config, launch, task_id, world  # noqa: E402,F401
-from test_lifecycle_support import make_world  # noqa: E402,F401
 
 from driver.pb import base_pb2, driver_pb2, recoverable_error_pb2  # noqa: E402
 

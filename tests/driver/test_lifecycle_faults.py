@@ -13,7 +13,6 @@ from google.protobuf.duration_pb2 import Duration
 sys.path.insert(0, str(Path(__file__).parent))
 import faultproxy  # noqa: E402
 from test_lifecycle_scenarios import ALLOC_A, TASK, Events, arn_of, body, inspect, task_id, wait_req, world  # noqa: E402,F401
-from test_lifecycle_support import make_world  # noqa: E402,F401
 
 from driver.pb import driver_pb2  # noqa: E402
 
@@ -44,7 +43,8 @@ class Fingerprints:
         raise AssertionError(f"fingerprint never reported {health} after {after}; saw {self.seen[-5:]}")
 
 
-def test_faults_never_end_a_task_nor_duplicate_it(world, aws, plugin_host):
+def test_faults_never_end_a_task_nor_duplicate_it(world, plugin_host):
+    aws = world.aws
     with faultproxy.FaultProxy(aws.url) as proxy:
         host = plugin_host()
         host.set_config({"enabled": True, "cluster": world.cluster, "region": aws.region, "endpoint": proxy.url,
@@ -59,6 +59,8 @@ def test_faults_never_end_a_task_nor_duplicate_it(world, aws, plugin_host):
         outage = time.monotonic()
         for mode in ("5xx", "throttle", "refuse"):
             proxy.fault(mode)
+            # 9 s in all: several failed DescribeTasks calls (each with botocore's retries) must fit in the
+            # outage for the monitor's 3 s "degraded" threshold to be crossed
             time.sleep(3)
         unhealthy = fps.wait_health(UNHEALTHY, after=outage, timeout=1)
         assert unhealthy  # a description a person can act on

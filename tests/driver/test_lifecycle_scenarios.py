@@ -17,7 +17,7 @@ import pytest
 from google.protobuf.duration_pb2 import Duration
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_lifecycle_support import FifoReader, make_world  # noqa: E402
+from test_lifecycle_support import FifoReader, world  # noqa: E402,F401
 
 from driver.pb import driver_pb2  # noqa: E402
 
@@ -27,13 +27,8 @@ TASK = "http-server"
 
 
 @pytest.fixture
-def world(aws):
-    return make_world(aws)
-
-
-@pytest.fixture
-def config(world, aws):
-    return {"enabled": True, "cluster": world.cluster, "region": aws.region, "endpoint": aws.url,
+def config(world):
+    return {"enabled": True, "cluster": world.cluster, "region": world.aws.region, "endpoint": world.aws.url,
             "fingerprint_interval": "200ms", "poll_interval": "200ms"}
 
 

@@ -1,8 +1,10 @@
 """Helpers for the lifecycle tests (imported by test_domain*.py and test_lifecycle*.py; holds no tests).
 
-`make_world(aws)` creates, in the moto server through boto3, what a demo task needs: a cluster, a VPC
-with DNS hostnames, a subnet, a security group and two revisions of an awsvpc/FARGATE task definition
-whose containers set memory (moto refuses RunTask otherwise).
+`make_world(aws)` (and the `world` fixture) creates, in the moto server through boto3, what a demo task
+needs: a cluster of its own, a VPC with DNS hostnames, a subnet, a security group and two revisions of
+an awsvpc/FARGATE task definition whose containers set memory (moto refuses RunTask otherwise). The
+network and task definitions are shared by the tests while the moto server keeps them; each test gets
+its own cluster, so counting a cluster's tasks needs no reset of the shared server.
 """
 
 from __future__ import annotations
@@ -10,9 +12,11 @@ from __future__ import annotations
 import os
 import select
 import time
+import uuid
 from dataclasses import dataclass
 
 import msgpack
+import pytest
 
 CLUSTER = "lifecycle-test"
 FAMILY = "lifecycle-demo"
@@ -67,19 +71,56 @@ class World:
         return arns
 
 
-def make_world(aws, cluster: str = CLUSTER) -> World:
+_networks: dict[str, tuple[str, str]] = {}  # moto URL -> (subnet, security group), while moto keeps them
+
+
+def _network(aws) -> tuple[str, str]:
+    """A VPC (DNS hostnames on), subnet, security group and the task definitions, made once per moto state.
+
+    Other tests reset the moto server; the cached IDs are checked and everything is made again then."""
     ec2, ecs = aws.client("ec2"), aws.client("ecs")
+    cached = _networks.get(aws.url)
+    if cached:
+        try:
+            ec2.describe_subnets(SubnetIds=[cached[0]])
+            ecs.describe_task_definition(taskDefinition=f"{FAMILY}:2")
+            return cached
+        except Exception:  # wiped by a reset: make it again
+            _networks.pop(aws.url, None)
     vpc = ec2.create_vpc(CidrBlock="10.0.0.0/24")["Vpc"]["VpcId"]
     ec2.modify_vpc_attribute(VpcId=vpc, EnableDnsHostnames={"Value": True})
     subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.0.0.0/24")["Subnet"]["SubnetId"]
-    sg = ec2.create_security_group(GroupName="lifecycle", Description="lifecycle tests", VpcId=vpc)["GroupId"]
-    ecs.create_cluster(clusterName=cluster)
+    sg = ec2.create_security_group(GroupName=f"lifecycle-{uuid.uuid4().hex[:6]}", Description="lifecycle tests",
+                                   VpcId=vpc)["GroupId"]
     for text in ("base", "updated"):
         ecs.register_task_definition(
             family=FAMILY, networkMode="awsvpc", requiresCompatibilities=["FARGATE"], cpu="256", memory="512",
             containerDefinitions=[{"name": "web", "image": "httpd:2.4", "memory": 128, "essential": True,
                                    "command": [text]}])
+    _networks[aws.url] = (subnet, sg)
+    return subnet, sg
+
+
+def make_world(aws, cluster: str | None = None) -> World:
+    """A fresh ECS cluster of its own (so tests need no moto reset) on the shared network."""
+    subnet, sg = _network(aws)
+    cluster = cluster or f"{CLUSTER}-{uuid.uuid4().hex[:8]}"
+    aws.client("ecs").create_cluster(clusterName=cluster)
     return World(aws=aws, cluster=cluster, subnet=subnet, security_group=sg, family=FAMILY)
+
+
+@pytest.fixture
+def world(moto_url, monkeypatch) -> World:
+    """A fresh cluster on the session moto server, with dummy credentials and region in the environment
+    (the plugin processes inherit them)."""
+    from ecsdemo import local
+    from tests.conftest import REGION, AwsHelper
+
+    for k, v in local.LOCAL_CREDENTIALS.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    return make_world(AwsHelper(moto_url))
 
 
 class FifoReader:
