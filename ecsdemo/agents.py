@@ -280,9 +280,19 @@ def start_agent(cfg: DemoConfig, name: str, env: dict[str, str] | None = None) -
             create_time = 0.0
         rec = AgentRecord(name=name, role=spec.role, pid=proc.pid, create_time=create_time, cmdline=argv,
                           log=str(log_path), http_addr=spec.http_addr, config=str(spec.config),
-                          data_dir=spec.data_dir)
+                          data_dir=spec.data_dir, extra=_carry_over(existing))
         _record(cfg, rec)
     return rec
+
+
+def _carry_over(previous: AgentRecord | None) -> dict:
+    """Remember the process groups of earlier runs of this agent (e.g. killed for the lost-node scenario):
+    plugins they launched may still be running, and `stop_agent` cleans them up too."""
+    if previous is None or not previous.create_time:
+        return {}
+    groups = list(previous.extra.get("earlier_groups", []))
+    groups.append({"pgid": previous.pid, "create_time": previous.create_time})
+    return {"earlier_groups": groups[-10:]}
 
 
 def start_all(cfg: DemoConfig, env: dict[str, str] | None = None) -> list[AgentRecord]:
@@ -345,6 +355,9 @@ def stop_agent(cfg: DemoConfig, name: str, grace: float = 10.0) -> str:
     if rec is None:
         return "not recorded"
     outcome = _stop(rec, grace)
+    for group in rec.extra.get("earlier_groups", []):
+        earlier = AgentRecord(**{**asdict(rec), "pid": int(group["pgid"]), "create_time": float(group["create_time"])})
+        _stop_leftovers(earlier, min(grace, 2.0), only_plugins=True)
     forget(cfg, name)
     return outcome
 

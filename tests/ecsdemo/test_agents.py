@@ -213,3 +213,17 @@ def test_bad_records_and_configs_are_clear_errors(cfg, monkeypatch):
     monkeypatch.setenv("ECSDEMO_NOMAD_BIN", "/nonexistent/nomad")
     with pytest.raises(EcsdemoError, match="nomad is not installed"):
         agents.start_agent(cfg, "nomad-client-1")
+
+
+def test_plugins_of_a_killed_then_restarted_agent_are_cleaned_up_on_stop(cfg, monkeypatch):
+    monkeypatch.setenv("STANDIN_SPAWN_PLUGIN", "1")
+    first = agents.start_agent(cfg, "nomad-client-1")
+    assert wait_for(lambda: psutil.Process(first.pid).children())
+    orphan = psutil.Process(first.pid).children()[0]
+    agents.kill_agent(cfg, "nomad-client-1", signal.SIGKILL)      # the lost-node scenario
+    monkeypatch.delenv("STANDIN_SPAWN_PLUGIN")
+    second = agents.start_agent(cfg, "nomad-client-1")
+    assert second.extra["earlier_groups"] == [{"pgid": first.pid, "create_time": first.create_time}]
+    assert orphan.is_running()
+    assert agents.stop_agent(cfg, "nomad-client-1", grace=2) == "stopped"
+    assert wait_for(lambda: not orphan.is_running() or orphan.status() == psutil.STATUS_ZOMBIE, 5)
