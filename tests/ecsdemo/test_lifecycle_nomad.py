@@ -78,7 +78,7 @@ def test_agent_that_dies_at_start_fails_fast_with_its_log(nomad_demo, monkeypatc
 
 
 # --- run -------------------------------------------------------------------------------------------
-def test_run_parses_registers_and_waits_for_the_running_ecs_task(demo):
+def test_run_parses_registers_and_waits_for_the_running_ecs_task_and_reruns(demo):
     demo.add_nodes()
     result = lifecycle.run(demo.cfg, demo.reporter, fast_timing())
 
@@ -94,12 +94,8 @@ def test_run_parses_registers_and_waits_for_the_running_ecs_task(demo):
     blocking = [r for r in demo.fake.requests_to("GET", "/v1/job/nomad-ecs-demo/allocations") if "index" in r.query]
     assert blocking and all(r.query["wait"].endswith("s") for r in blocking)
 
-
-def test_run_again_keeps_the_running_allocation(demo):
-    demo.add_nodes()
-    first = lifecycle.run(demo.cfg, demo.reporter, fast_timing())
-    second = lifecycle.run(demo.cfg, demo.reporter, fast_timing())
-    assert (second.alloc_id, second.task_arn) == (first.alloc_id, first.task_arn)
+    again = lifecycle.run(demo.cfg, demo.reporter, fast_timing())   # re-run: the same allocation and task
+    assert (again.alloc_id, again.task_arn) == (result.alloc_id, result.task_arn)
 
 
 def test_run_without_a_healthy_driver_says_why_nomad_could_not_place_it(demo):
