@@ -279,6 +279,17 @@ def _applied_region(workdir: Path) -> str | None:
         return None
 
 
+def _endpoint_id(state) -> str | None:
+    """Identifies the running local endpoint (pid@url); resources live only as long as it does."""
+    status = local.local_endpoint_status(state)
+    return f"{status['pid']}@{status['url']}" if status and status["healthy"] else None
+
+
+def _forget_lost_resources(workdir: Path) -> None:
+    """The local endpoint that held the resources is gone: so are they. Keep the old state aside."""
+    (workdir / "terraform.tfstate").replace(workdir / "terraform.tfstate.lost-endpoint")
+
+
 def _endpoint_died(endpoint: str | None, exc: EcsdemoError, cfg: DemoConfig, doing: str) -> EcsdemoError:
     """Turn a terraform failure caused by a dead local endpoint into a clear message."""
     if endpoint is None or local.is_healthy(endpoint):
@@ -318,17 +329,18 @@ def apply(cfg: DemoConfig, reporter: Reporter, task_definition: str | None = Non
 
     runner = _runner(cfg, reporter, cfg.local)
     endpoint = None
+    endpoint_id = None
     if cfg.local:
-        before = local.local_endpoint_status(state)
         endpoint = local.ensure_local_endpoint(state, reporter)
-        if has_resources and not (before and before["healthy"]):
-            # A new endpoint starts empty: what the old state lists died with the old one.
-            (workdir / "terraform.tfstate").replace(workdir / "terraform.tfstate.lost-endpoint")
-            reporter.info("the previous local endpoint was gone (and its resources with it): applying from scratch")
+        endpoint_id = _endpoint_id(state)
+        if has_resources and record.get("endpoint_id") != endpoint_id:
+            _forget_lost_resources(workdir)
+            reporter.info("the local endpoint of the last apply is gone (and its resources with it): "
+                          "applying from scratch")
 
     _prepare_workdir(cfg, td_file, endpoint)
     state.write_json(INFRA_FILE, {**record, "mode": mode, "task_definition": choice, "outputs": None,
-                                  "last_error": None, "region": cfg.region})
+                                  "last_error": None, "region": cfg.region, "endpoint_id": endpoint_id})
     try:
         with reporter.step("Terraform init"):
             if not runner.init():
@@ -368,9 +380,9 @@ def destroy(cfg: DemoConfig, reporter: Reporter) -> bool:
     endpoint = None
     if record.get("mode", _mode(cfg)) == "local":
         status = local.local_endpoint_status(state)
-        if not (status and status["healthy"]):
-            (workdir / "terraform.tfstate").replace(workdir / "terraform.tfstate.lost-endpoint")
-            reporter.info("the local endpoint is not running: its resources are already gone")
+        if not (status and status["healthy"]) or record.get("endpoint_id") != _endpoint_id(state):
+            _forget_lost_resources(workdir)
+            reporter.info("the local endpoint of the last apply is not running: its resources are already gone")
             state.remove(INFRA_FILE)
             return False
         endpoint = status["url"]

@@ -18,6 +18,7 @@ from ecsdemo.config import DemoConfig
 from ecsdemo.errors import EcsdemoError
 from ecsdemo.paths import terraform_dir
 from ecsdemo.progress import RecordingReporter
+from ecsdemo.terraform import state_has_resources
 
 
 def test_shipped_task_definitions_are_valid_and_differ_in_the_page():
@@ -209,3 +210,22 @@ def test_switching_mode_or_region_under_live_infrastructure_is_refused(tmp_path)
     with pytest.raises(EcsdemoError, match="exists in region us-east-1, not eu-west-1"):
         infra.apply(cfg, RecordingReporter())
     assert cfg.state.read_json(infra.INFRA_FILE) == {"mode": "aws", "outputs": None}   # untouched
+
+
+def test_destroy_after_the_local_endpoint_was_replaced_needs_no_terraform(tmp_path, monkeypatch, state):
+    """The resources lived in an endpoint that is gone (dead, or replaced by a new empty one)."""
+    cfg = DemoConfig(state_dir=state.root, local=True)
+    _applied_state(cfg, "local", "us-east-1")
+    monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))           # no terraform reachable
+    rep = RecordingReporter()
+    assert infra.destroy(cfg, rep) is False                            # endpoint dead
+    assert "its resources are already gone" in rep.texts("info")[0]
+    assert not state_has_resources(state.path(infra.WORKDIR_NAME))
+
+    state.path(infra.WORKDIR_NAME, "terraform.tfstate").write_text(json.dumps({"resources": [{"type": "aws_vpc"}]}))
+    local.ensure_local_endpoint(state, RecordingReporter())            # a new, empty endpoint
+    state.write_json(infra.INFRA_FILE, {"mode": "local", "outputs": None, "endpoint_id": "123@http://old"})
+    rep = RecordingReporter()
+    assert infra.destroy(cfg, rep) is False
+    assert "its resources are already gone" in rep.texts("info")[0]
+    assert state.read_json(infra.INFRA_FILE) is None

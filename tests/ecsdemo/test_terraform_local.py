@@ -1,5 +1,5 @@
 """Real Terraform against a real moto server process (local mode), skipped where terraform or the aws
-provider mirror is missing. Few test functions, each a whole sequence, to keep the suite fast."""
+provider mirror is missing. One test function does the whole sequence, to keep the suite fast."""
 
 from __future__ import annotations
 
@@ -83,13 +83,45 @@ def run_fargate_task(out: infra.Outputs) -> None:
     ecs.stop_task(cluster=out.cluster_name, task=arn, reason="test done")
 
 
+class KillEndpointOnFirstResource(RecordingReporter):
+    def __init__(self, pid: int):
+        super().__init__()
+        self.pid = pid
+        self.killed = False
+
+    def info(self, text: str) -> None:
+        super().info(text)
+        if not self.killed and "Creation complete" in text:
+            os.killpg(self.pid, signal.SIGKILL)
+            self.killed = True
+
+
 def test_apply_check_run_update_destroy(state, tf_mirror):
-    # 1. The CLI, as a user runs it: local endpoint started, Terraform applied, outputs as JSON.
+    # 1. The local endpoint dies in the middle of the first apply: a clear error, a consistent state dir.
+    cfg = DemoConfig(state_dir=state.root, local=True, tf_plugin_dir=tf_mirror)
+    local.ensure_local_endpoint(state, RecordingReporter())
+    rep = KillEndpointOnFirstResource(state.read_json(local.LOCAL_FILE)["pid"])
+    with pytest.raises(EcsdemoError) as err:
+        infra.apply(cfg, rep)
+    assert rep.killed
+    assert "stopped answering while Terraform was applying" in err.value.message
+    assert "ecsdemo local start" in err.value.hint
+    assert ("failed", "Terraform apply (local endpoint)") in rep.events
+    record = state.read_json(infra.INFRA_FILE)
+    assert record["mode"] == "local" and record["outputs"] is None and record["last_error"] == err.value.message
+    assert infra.outputs(cfg) is None
+    assert local.local_endpoint_status(state)["running"] is False
+    assert not state.path(infra.WORKDIR_NAME, infra.PLAN_FILE).exists()
+    assert state_has_resources(state.path(infra.WORKDIR_NAME))          # what was created before the death
+
+    # 2. The documented fix, through the CLI as a user runs it: a new endpoint, everything from scratch,
+    #    the outputs as JSON.
     r = ecsdemo_cli("infra", "apply", "--local", "--json", "--state-dir", str(state.root),
                     env={"ECSDEMO_TF_PLUGIN_DIR": str(tf_mirror)})
     assert r.returncode == 0, r.stderr
-    first = infra.Outputs.from_json(json.loads(r.stdout))
     assert "Traceback" not in r.stderr
+    assert state.path(infra.WORKDIR_NAME, "terraform.tfstate.lost-endpoint").is_file()   # from scratch
+    first = infra.Outputs.from_json(json.loads(r.stdout))
     cfg = DemoConfig.load(state)                          # the command saved its settings
     assert cfg.local and cfg.tf_plugin_dir == tf_mirror
     assert infra.outputs(cfg) == first
@@ -110,7 +142,7 @@ def test_apply_check_run_update_destroy(state, tf_mirror):
     r = ecsdemo_cli("infra", "outputs", "--json", "--state-dir", str(state.root))
     assert r.returncode == 0 and json.loads(r.stdout) == first.to_json()
 
-    # 2. The updated task definition: a new revision, the outputs move, the old revision is deregistered.
+    # 3. The updated task definition: a new revision, the outputs move, the old revision is deregistered.
     rep = RecordingReporter()
     updated = infra.apply(cfg, rep, task_definition="updated")
     assert "already initialised (providers reused)" in rep.texts("info")
@@ -125,14 +157,14 @@ def test_apply_check_run_update_destroy(state, tf_mirror):
     check_resources(cfg, updated)
     run_fargate_task(updated)
 
-    # 3. A plain apply keeps the current task definition: nothing changes.
+    # 4. A plain apply keeps the current task definition: nothing changes.
     rep = RecordingReporter()
     again = infra.apply(cfg, rep)
     assert again == updated
     assert "no changes: the infrastructure matches the configuration" in rep.texts("info")
     assert not any(t.startswith("Terraform apply") for t in rep.texts("step"))
 
-    # 4. The rendered job names the new revision.
+    # 5. The rendered job names the new revision.
     cfg.render_dir = state.root / "rendered"
     cfg.save()
     r = ecsdemo_cli("render", "--state-dir", str(state.root))
@@ -141,7 +173,7 @@ def test_apply_check_run_update_destroy(state, tf_mirror):
     assert f'task_definition = "{updated.task_definition_ref}"' in job_text
     assert f'endpoint = "{updated.endpoint}"' in (state.root / "rendered" / "client-1.hcl").read_text()
 
-    # 5. Destroy: nothing is left. It reuses the installed providers even when no mirror is named now.
+    # 6. Destroy: nothing is left. It reuses the installed providers even when no mirror is named now.
     rep = RecordingReporter()
     assert infra.destroy(dataclasses.replace(cfg, tf_plugin_dir=None), rep) is True
     assert (state.logs / infra.TF_LOG_NAME).read_text().count("$ init ") == 1
@@ -157,42 +189,3 @@ def test_apply_check_run_update_destroy(state, tf_mirror):
     assert ec2.describe_internet_gateways(
         Filters=[{"Name": "attachment.vpc-id", "Values": [vpc_id]}])["InternetGateways"] == []
     assert infra.destroy(cfg, RecordingReporter()) is False        # again: nothing to destroy
-
-
-class KillEndpointOnFirstResource(RecordingReporter):
-    def __init__(self, pid: int):
-        super().__init__()
-        self.pid = pid
-        self.killed = False
-
-    def info(self, text: str) -> None:
-        super().info(text)
-        if not self.killed and "Creation complete" in text:
-            os.killpg(self.pid, signal.SIGKILL)
-            self.killed = True
-
-
-def test_local_endpoint_dying_mid_apply(state, tf_mirror):
-    cfg = DemoConfig(state_dir=state.root, local=True, tf_plugin_dir=tf_mirror)
-    local.ensure_local_endpoint(state, RecordingReporter())
-    rep = KillEndpointOnFirstResource(state.read_json(local.LOCAL_FILE)["pid"])
-    with pytest.raises(EcsdemoError) as err:
-        infra.apply(cfg, rep)
-    assert rep.killed
-    assert "stopped answering while Terraform was applying" in err.value.message
-    assert "ecsdemo local start" in err.value.hint
-    assert ("failed", "Terraform apply (local endpoint)") in rep.events
-
-    # The state directory says what happened and nothing stale.
-    record = state.read_json(infra.INFRA_FILE)
-    assert record["mode"] == "local" and record["outputs"] is None and record["last_error"] == err.value.message
-    assert infra.outputs(cfg) is None
-    assert local.local_endpoint_status(state)["running"] is False
-    assert not state.path(infra.WORKDIR_NAME, infra.PLAN_FILE).exists()
-
-    # Teardown works from there: the resources died with the endpoint; no Terraform run is needed.
-    rep = RecordingReporter()
-    assert infra.destroy(cfg, rep) is False
-    assert "the local endpoint is not running: its resources are already gone" in rep.texts("info")
-    assert state.read_json(infra.INFRA_FILE) is None
-    assert not state_has_resources(state.path(infra.WORKDIR_NAME))
