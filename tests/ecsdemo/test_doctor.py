@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import socket
 import sys
 from pathlib import Path
@@ -11,7 +10,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from ecsdemo import agents, doctor
+from ecsdemo import doctor
 from ecsdemo.cli import app
 from ecsdemo.config import DemoConfig
 from ecsdemo.local import free_port

@@ -9,18 +9,15 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 
 import psutil
-import pytest
 from typer.testing import CliRunner
 
 from ecsdemo import agents, lifecycle
 from ecsdemo import status as status_view
 from ecsdemo.cli import app
 from ecsdemo.config import DemoConfig
-from tests.ecsdemo.test_lifecycle_support import (demo, fast_timing, make_config, nomad_demo,  # noqa: F401
-                                                  wait_for, write_standin_bin)
+from tests.ecsdemo.test_lifecycle_support import demo, fast_timing, nomad_demo, wait_for  # noqa: F401
 from tests.fakenomad.fixtures import ecs_demo  # noqa: F401
 
 runner = CliRunner()
