@@ -18,13 +18,13 @@ local_app = typer.Typer(help="Manage the embedded AWS endpoint (a local moto ser
 
 ModeOpt = Annotated[Optional[bool], typer.Option(
     "--local/--aws", help="--local: the embedded AWS endpoint (a moto server; no account, no cost). --aws: real AWS. "
-                          "[default: the saved configuration's, else --aws]", show_default=False)]
-RegionOpt = Annotated[Optional[str], typer.Option("--region", help="AWS region. [default: us-east-1, or the saved one]",
+                          "(default: the saved configuration's, else --aws)", show_default=False)]
+RegionOpt = Annotated[Optional[str], typer.Option("--region", help="AWS region. (default: us-east-1, or the saved one)",
                                                   show_default=False)]
 NameOpt = Annotated[Optional[str], typer.Option(
-    "--name", help="Name of the ECS cluster and task definition family. [default: nomad-remote-driver-demo]",
+    "--name", help="Name of the ECS cluster and task definition family. (default: nomad-remote-driver-demo)",
     show_default=False)]
-CidrOpt = Annotated[Optional[str], typer.Option("--vpc-cidr", help="CIDR block of the demo VPC. [default: 10.0.0.0/24]",
+CidrOpt = Annotated[Optional[str], typer.Option("--vpc-cidr", help="CIDR block of the demo VPC. (default: 10.0.0.0/24)",
                                                 show_default=False)]
 PluginDirOpt = Annotated[Optional[Path], typer.Option(
     "--tf-plugin-dir", envvar="ECSDEMO_TF_PLUGIN_DIR", file_okay=False,
@@ -32,12 +32,12 @@ PluginDirOpt = Annotated[Optional[Path], typer.Option(
     show_default=False)]
 TaskDefOpt = Annotated[Optional[str], typer.Option(
     "--task-definition", help="Container definitions: `base`, `updated` or the path of a JSON file. "
-                              "[default: the one of the previous apply, else base]", show_default=False)]
+                              "(default: the one of the previous apply, else base)", show_default=False)]
 RenderDirOpt = Annotated[Optional[Path], typer.Option(
-    "--render-dir", file_okay=False, help="Where to write the Nomad files. [default: ./nomad, or the saved one]",
+    "--render-dir", file_okay=False, help="Where to write the Nomad files. (default: ./nomad, or the saved one)",
     show_default=False)]
 ClientsOpt = Annotated[Optional[int], typer.Option("--clients", min=1, max=9,
-                                                   help="Number of client configs. [default: 2, or the saved number]",
+                                                   help="Number of client configs. (default: 2, or the saved number)",
                                                    show_default=False)]
 
 
