@@ -255,3 +255,20 @@ def test_concurrent_starts_with_one_task_id_run_one_ecs_task(world):
 
     assert run(world, body)
     assert len(world.all_tasks()) == 1
+
+
+@pytest.mark.parametrize("failures,recoverable", [
+    ([{"reason": "RESOURCE:MEMORY"}], True),
+    ([{"reason": "Capacity is unavailable at this time. Please try again later or in a different AZ"}], True),
+    ([{"reason": "AGENT"}], True),
+    ([{"reason": "MISSING", "arn": "arn:aws:ecs:us-east-1:1:container-instance/x"}], False),
+    ([{"reason": "INACTIVE", "detail": "task definition is inactive"}], False),
+    ([], True),
+])
+def test_runtask_failures_are_classified(failures, recoverable):
+    from driver.tasks import _failure_error
+
+    err = _failure_error(failures)
+    assert err.recoverable is recoverable and str(err).startswith("ECS RunTask")
+    for f in failures:
+        assert f["reason"] in str(err)

@@ -85,3 +85,26 @@ def test_faults_never_end_a_task_nor_duplicate_it(world, plugin_host):
         assert world.describe(arn_of(handle))["lastStatus"] == "STOPPED"
         events.close()
         fps.call.cancel()
+
+
+def test_throttled_runtask_is_a_recoverable_start_error(world, plugin_host):
+    from test_lifecycle_badinput import recoverable
+
+    aws = world.aws
+    with faultproxy.FaultProxy(aws.url) as proxy:
+        host = plugin_host()
+        host.set_config({"enabled": True, "cluster": world.cluster, "region": aws.region, "endpoint": proxy.url,
+                         "fingerprint_interval": "1h", "poll_interval": "200ms"})
+        proxy.fault("throttle")
+        try:
+            host.start_task(task_id(ALLOC_A), ALLOC_A, TASK, body(world))
+            raise AssertionError("StartTask succeeded through a throttling endpoint")
+        except grpc.RpcError as err:
+            assert err.code() == grpc.StatusCode.FAILED_PRECONDITION and "Throttling" in err.details()
+            assert recoverable(err) is True  # Nomad's restart policy may try again
+        assert proxy.faulted["RunTask"] >= 1
+        proxy.fault(None)
+        assert world.all_tasks() == []
+        # the retry Nomad makes (a new StartTask for the same task id) now works
+        handle = host.start_task(task_id(ALLOC_A), ALLOC_A, TASK, body(world)).handle
+        assert [t["taskArn"] for t in world.all_tasks()] == [arn_of(handle)]
