@@ -63,13 +63,21 @@ def find_replacement(old: dict, allocs: Iterable[dict]) -> dict | None:
     return same[0] if same else None
 
 
+def job_version(alloc: dict) -> int:
+    """The job version an allocation runs: `JobVersion` in stubs, `Job.Version` in full allocations
+    (whose zero-valued fields Nomad omits)."""
+    if "JobVersion" in alloc:
+        return int(alloc["JobVersion"] or 0)
+    return int((alloc.get("Job") or {}).get("Version") or 0)
+
+
 def alloc_summary(alloc: dict | None) -> dict | None:
     """The fields a report shows for an allocation."""
     if alloc is None:
         return None
     return {"id": alloc.get("ID"), "node": alloc.get("NodeName") or short(alloc.get("NodeID")),
             "node_id": alloc.get("NodeID"), "desired": alloc.get("DesiredStatus"),
-            "client": alloc.get("ClientStatus"), "job_version": alloc.get("JobVersion", 0)}
+            "client": alloc.get("ClientStatus"), "job_version": job_version(alloc)}
 
 
 def task_state(alloc: dict, task: str) -> dict:

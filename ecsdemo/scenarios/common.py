@@ -46,6 +46,11 @@ class AllocWatch:
         return allocs
 
 
+def get_node(env: ScenarioEnv, node_id: str) -> dict:
+    """The node, or a stand-in naming only its ID when Nomad no longer knows it."""
+    return env.nomad.node(node_id) or {"ID": node_id, "Status": "unknown to Nomad"}
+
+
 def require_remote_tasks(env: ScenarioEnv) -> str:
     version = env.nomad.version()
     if not checks.version_supports_remote_tasks(version):
@@ -83,9 +88,9 @@ def preflight(env: ScenarioEnv, res: ScenarioResult) -> Baseline:
     if len(running) != 1:
         raise ScenarioAbort(f"job {env.job_id} runs {len(running)} allocations; the scenarios expect exactly one",
                             precondition=True)
-    alloc = env.nomad.allocation(running[0]["ID"])
+    alloc = env.nomad.allocation(running[0]["ID"]) or running[0]
     arn = env.arn_of(alloc) or env.arn_of(running[0])
-    node = env.nomad.node(alloc["NodeID"])
+    node = get_node(env, alloc["NodeID"])
     task = env.ecs.describe(arn)
     if task is None or task.get("lastStatus") != "RUNNING":
         status = task.get("lastStatus") if task else "unknown to ECS"
@@ -113,9 +118,9 @@ def ensure_other_eligible(env: ScenarioEnv, res: ScenarioResult, node_id: str) -
     node = fixable[0]
     with env.step(res, f"Re-enable scheduling on {checks.node_label(node)} (left ineligible by a drain)"):
         env.nomad.undrain(node["ID"])
-        if env.nomad.node(node["ID"]).get("SchedulingEligibility") != "eligible":
+        if get_node(env, node["ID"]).get("SchedulingEligibility") != "eligible":
             env.nomad.set_eligibility(node["ID"], True)
-    return env.nomad.node(node["ID"])
+    return get_node(env, node["ID"])
 
 
 def wait_replacement(env: ScenarioEnv, base: Baseline, watch: AllocWatch, what: str,
@@ -152,8 +157,8 @@ def wait_replacement(env: ScenarioEnv, base: Baseline, watch: AllocWatch, what: 
 
     wait_until(what, fetch, done, env.options.timeout, explain, interval=env.options.poll_interval,
                hint="see `ecsdemo status` and the agents' logs in the state directory")
-    new = env.nomad.allocation(state["new"]["ID"])
-    old = env.nomad.allocation(base.alloc_id)
+    new = env.nomad.allocation(state["new"]["ID"]) or state["new"]
+    old = env.nomad.allocation(base.alloc_id) or state["old"] or base.alloc
     return new, old
 
 
@@ -162,11 +167,11 @@ def wait_node(env: ScenarioEnv, node_id: str, status: str, what: str, hint: str 
     last: dict[str, Any] = {}
 
     def fetch(_: float) -> dict:
-        last["node"] = env.nomad.node(node_id)
+        last["node"] = get_node(env, node_id)
         return last["node"]
 
     return wait_until(what, fetch, lambda n: n.get("Status") == status, env.options.timeout,
-                      lambda n: f"node {checks.node_label(n, node_id)} is {n.get('Status') if n else 'unknown'}",
+                      lambda n: f"node {checks.node_label(n, node_id)} is {(n or {}).get('Status')}",
                       interval=env.options.poll_interval, hint=hint)
 
 

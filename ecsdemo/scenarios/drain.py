@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from ecsdemo.scenarios import checks
 from ecsdemo.scenarios.checks import short
-from ecsdemo.scenarios.common import AllocWatch, ecs_checks, ensure_other_eligible, preflight, wait_replacement
+from ecsdemo.scenarios.common import (AllocWatch, ecs_checks, ensure_other_eligible, get_node, preflight,
+                                      wait_replacement)
 from ecsdemo.scenarios.env import ScenarioEnv
 from ecsdemo.scenarios.model import ScenarioResult
 from ecsdemo.scenarios.waits import EcsSampler
@@ -25,7 +26,7 @@ def run_drain(env: ScenarioEnv, res: ScenarioResult, undrain_after: bool = True)
             new, old = wait_replacement(env, base, watch,
                                         f"no replacement allocation for {short(base.alloc_id)} was running on "
                                         "another node, with the old one finished,")
-    drained = env.nomad.node(base.node_id)
+    drained = get_node(env, base.node_id)
     env.note(res, f"allocation {short(new['ID'])} runs on {new.get('NodeName') or short(new['NodeID'])}")
 
     res.check("node drained", drained.get("SchedulingEligibility") == "ineligible",
@@ -47,11 +48,11 @@ def run_drain(env: ScenarioEnv, res: ScenarioResult, undrain_after: bool = True)
 
 def run_undrain(env: ScenarioEnv, res: ScenarioResult, node_id: str) -> None:
     """Disable the drain and make the node eligible again; the running allocation must not move."""
-    before = env.nomad.node(node_id)
+    before = get_node(env, node_id)
     running_before = checks.running_allocations(env.nomad.job_allocations(env.job_id))
     with env.step(res, f"Disable the drain on {checks.node_label(before)}"):
         env.nomad.undrain(node_id)
-    after = env.nomad.node(node_id)
+    after = get_node(env, node_id)
     res.check("node eligible again", after.get("SchedulingEligibility") == "eligible" and not after.get("Drain"),
               f"{checks.node_label(after)} is {after.get('SchedulingEligibility')}"
               + (", still draining" if after.get("Drain") else ""),

@@ -87,8 +87,8 @@ class Agents:
         """SIGKILL the agent; returns a description (e.g. its pid) for the report."""
         from ecsdemo import agents
 
-        agents.kill_agent(self.cfg, name, signal.SIGKILL)
-        return name
+        rec = agents.kill_agent(self.cfg, name, signal.SIGKILL)
+        return f"{name} (pid {rec.pid})"
 
     def start(self, name: str) -> None:
         from ecsdemo import agents

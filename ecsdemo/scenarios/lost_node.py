@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from ecsdemo.scenarios import checks
 from ecsdemo.scenarios.checks import short
-from ecsdemo.scenarios.common import (AllocWatch, Baseline, ecs_checks, ensure_other_eligible, preflight,
-                                      wait_node, wait_replacement)
+from ecsdemo.scenarios.common import (AllocWatch, Baseline, ecs_checks, ensure_other_eligible, get_node,
+                                      preflight, wait_node, wait_replacement)
 from ecsdemo.scenarios.env import ScenarioEnv
 from ecsdemo.scenarios.model import ScenarioAbort, ScenarioResult
 from ecsdemo.scenarios.waits import EcsSampler, wait_until
@@ -61,7 +61,7 @@ def _restart(env: ScenarioEnv, res: ScenarioResult, base: Baseline, agent: str, 
         with env.step(res, f"Wait for the client to finish lost allocation {short(base.alloc_id)}"):
             old = wait_until(
                 f"the restarted client did not finish lost allocation {short(base.alloc_id)}",
-                lambda _: env.nomad.allocation(base.alloc_id), lambda a: _finished_by_client(a, env.task),
+                lambda _: env.nomad.allocation(base.alloc_id) or {}, lambda a: _finished_by_client(a, env.task),
                 env.options.timeout,
                 lambda a: f"it is {a.get('ClientStatus')}, task {checks.task_state(a, env.task).get('State')}",
                 interval=env.options.poll_interval)

@@ -44,12 +44,12 @@ def run_update(env: ScenarioEnv, res: ScenarioResult) -> None:
     new_arn = env.arn_of(new)
     with env.step(res, "Wait for the old ECS task to stop"):
         old_task = wait_ecs_stopped(env, base.arn, f"the old ECS task {base.arn} did not stop")
-    env.note(res, f"allocation {short(new['ID'])} (job version {new.get('JobVersion', 0)}) runs ECS task {new_arn}")
+    old_v, new_v = checks.job_version(base.alloc), checks.job_version(new)
+    env.note(res, f"allocation {short(new['ID'])} (job version {new_v}) runs ECS task {new_arn}")
 
-    res.check("new allocation on the new job version",
-              new.get("JobVersion", 0) > base.alloc.get("JobVersion", 0),
-              f"{short(base.alloc_id)} (v{base.alloc.get('JobVersion', 0)}) -> {short(new['ID'])} "
-              f"(v{new.get('JobVersion', 0)})", checks.alloc_summary(base.alloc), checks.alloc_summary(new))
+    res.check("new allocation on the new job version", new_v > old_v,
+              f"{short(base.alloc_id)} (v{old_v}) -> {short(new['ID'])} (v{new_v})",
+              checks.alloc_summary(base.alloc), checks.alloc_summary(new))
     new_task = env.ecs.describe(new_arn) if new_arn else None
     new_rev = checks.revision_of((new_task or {}).get("taskDefinitionArn"))
     res.check("new ECS task RUNNING on the new revision",

@@ -1,0 +1,401 @@
+"""Every scenario against the recording fake Nomad API (scripted through the state sequences real Nomad
+goes through, nomad-http-api.md section 6) with the ECS side on the real moto server, plus each failure
+path: no replacement in time, a replacement with a different ARN, a second task, a node that never goes down.
+
+Only Nomad's HTTP API is faked. ECS calls are real boto3 calls to moto, and the lost-node scenario kills a
+real process through `ecsdemo.agents` (SIGKILL of the recorded pid): the fake's client is bound to that pid
+and stops heartbeating when it dies. The only seams replaced are restarting an agent (there is no nomad
+binary here) and Terraform's apply in the update scenario (a new revision registered with boto3; the job is
+still rendered by `ecsdemo.render` and parsed by the fake's /v1/jobs/parse).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from ecsdemo import agents as agents_mod
+from ecsdemo import local
+from ecsdemo.config import JOB_ID, TASK_NAME, DemoConfig
+from ecsdemo.infra import Outputs
+from ecsdemo.nomad import NomadClient, task_arn
+from ecsdemo.progress import RecordingReporter
+from ecsdemo.scenarios import runner
+from ecsdemo.scenarios.env import Agents, Options, ScenarioEnv
+from tests.conftest import AwsHelper
+from tests.fakenomad import EcsRuntime, FakeNomad, Timings
+from tests.fakenomad.ecs_setup import FAMILY, create_demo_ecs
+
+FAST = dict(timeout=8.0, sample_interval=0.05, poll_interval=0.05, block_wait=1.0)
+
+
+class StandInAgents(Agents):
+    """The production agent adapter; only `start` is replaced (no nomad binary): it restarts the fake's
+    client for that node, bound to a fresh stand-in process recorded like a real agent."""
+
+    def __init__(self, cfg, demo):
+        super().__init__(cfg)
+        self.demo = demo
+        self.started: list[str] = []
+
+    def start(self, name: str) -> None:
+        self.started.append(name)
+        node_id = self.demo.node_ids[self.demo.names.index(name)]
+        self.demo.record_agent(name)
+        self.demo.fake.restart_node(node_id)
+
+
+class BoundInfra:
+    """Terraform's seam for the update scenario: 'apply' registers the revision with boto3 (as Terraform
+    would) and returns Outputs; the job is rendered by the real `ecsdemo.render`."""
+
+    def __init__(self, cfg, ecs, aws):
+        self.cfg, self.ecs, self.aws = cfg, ecs, aws
+        self.applied: list[str] = []
+
+    def apply(self, variant: str) -> Outputs:
+        self.applied.append(variant)
+        client = self.aws.client("ecs")
+        revs = client.list_task_definitions(familyPrefix=FAMILY)["taskDefinitionArns"]
+        want = revs[-1] if variant == "updated" else revs[0]
+        td = client.describe_task_definition(taskDefinition=want)["taskDefinition"]
+        return Outputs(demo_subnet_id=self.ecs.subnet, demo_security_group_id=self.ecs.security_group,
+                       cluster_name=self.ecs.cluster, region=self.ecs.region, task_definition_family=td["family"],
+                       task_definition_revision=td["revision"], task_definition_arn=td["taskDefinitionArn"],
+                       endpoint=self.ecs.endpoint, task_definition=variant)
+
+    def render_job(self, outputs: Outputs) -> Path:
+        from ecsdemo import render
+
+        return render.render_job(self.cfg, outputs)
+
+
+@dataclasses.dataclass
+class Demo:
+    fake: FakeNomad
+    cfg: DemoConfig
+    ecs: object
+    aws: object
+    names: list
+    node_ids: list
+    procs: dict
+
+    def record_agent(self, name: str) -> int:
+        """Start a stand-in process for agent `name` and record it in agents.json as `up` would."""
+        proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"], start_new_session=True)
+        ps = psutil.Process(proc.pid)
+        deadline = time.monotonic() + 5
+        while not ps.cmdline() and time.monotonic() < deadline:  # /proc/<pid>/cmdline is empty right after exec
+            time.sleep(0.01)
+        agents_mod._record(self.cfg, agents_mod.AgentRecord(
+            name=name, role="client", pid=proc.pid, create_time=ps.create_time(), cmdline=ps.cmdline(),
+            log=str(self.cfg.state.logs / f"{name}.log"), http_addr="", config=""))
+        self.procs[name] = proc
+        return proc.pid
+
+    def env(self, reporter=None, **opts) -> ScenarioEnv:
+        return ScenarioEnv(cfg=self.cfg, nomad=NomadClient(self.fake.address, timeout=5),
+                           reporter=reporter or RecordingReporter(), options=Options(**{**FAST, **opts}),
+                           agents=StandInAgents(self.cfg, self), infra=BoundInfra(self.cfg, self.ecs, self.aws))
+
+    def nomad(self) -> NomadClient:
+        return NomadClient(self.fake.address, timeout=5)
+
+    def running_alloc(self) -> dict:
+        return next(a for a in self.nomad().job_allocations(JOB_ID)
+                    if a["DesiredStatus"] == "run" and a["ClientStatus"] == "running")
+
+    def running_ecs(self) -> list[str]:
+        client = self.aws.client("ecs")
+        arns = client.list_tasks(cluster=self.ecs.cluster, desiredStatus="RUNNING")["taskArns"]
+        if not arns:
+            return []
+        tasks = client.describe_tasks(cluster=self.ecs.cluster, tasks=arns)["tasks"]
+        return [t["taskArn"] for t in tasks if t["lastStatus"] == "RUNNING"]
+
+
+def make_demo(aws, ecs, tmp_path, version="1.6.5", runtime_kw=None, run_job=True, **timings) -> Demo:
+    fake = FakeNomad(version=version, timings=Timings.fast(**timings),
+                     runtime=EcsRuntime(ecs.endpoint, ecs.cluster, ecs.region, **(runtime_kw or {}))).start()
+    cfg = DemoConfig(state_dir=tmp_path / ".ecsdemo", local=True, region=ecs.region, name=ecs.cluster,
+                     render_dir=tmp_path / "nomad", server_http_port=fake.port)
+    cfg.state.ensure()
+    cfg.state.write_json("local.json", {"url": aws.url})
+    demo = Demo(fake=fake, cfg=cfg, ecs=ecs, aws=aws, names=cfg.client_names(), node_ids=[], procs={})
+    for name in demo.names:
+        demo.node_ids.append(fake.add_node(name, pid=demo.record_agent(name)))
+    fake.wait_for(lambda c: all(c.nodes[n]["Status"] == "ready" for n in demo.node_ids), message="nodes ready")
+    api = demo.nomad()
+    api.register_job(api.parse_job(ecs.job_hcl()))
+    if not run_job:
+        return demo
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        running = [a for a in api.job_allocations(JOB_ID) if a["ClientStatus"] == "running" and task_arn(a, TASK_NAME)]
+        if running:
+            break
+        time.sleep(0.05)
+    else:
+        raise AssertionError("the demo job never ran on the fake")
+    return demo
+
+
+def stop_demo(demo: Demo) -> None:
+    demo.fake.stop()
+    for proc in demo.procs.values():
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(5)
+
+
+@pytest.fixture(scope="module")
+def module_aws(moto_url):
+    """The demo's VPC, subnet, security group, cluster and two task definition revisions, made once for
+    this module (creating EC2 resources is the slow part); each test starts with no running task."""
+    with pytest.MonkeyPatch.context() as mp:
+        for k, v in local.LOCAL_CREDENTIALS.items():
+            mp.setenv(k, v)
+        mp.setenv("AWS_DEFAULT_REGION", "us-east-1")
+        mp.delenv("AWS_PROFILE", raising=False)
+        helper = AwsHelper(moto_url)
+        helper.reset()
+        yield helper, create_demo_ecs(helper)
+
+
+@pytest.fixture
+def demo_factory(module_aws, tmp_path):
+    aws, ecs = module_aws
+    client = aws.client("ecs")
+    for arn in client.list_tasks(cluster=ecs.cluster, desiredStatus="RUNNING")["taskArns"]:
+        client.stop_task(cluster=ecs.cluster, task=arn, reason="test cleanup")
+    made: list[Demo] = []
+
+    def make(**kw) -> Demo:
+        d = make_demo(aws, ecs, tmp_path / f"d{len(made)}", **kw)
+        made.append(d)
+        return d
+
+    yield make
+    for d in made:
+        stop_demo(d)
+
+
+@pytest.fixture
+def demo(demo_factory) -> Demo:
+    return demo_factory()
+
+
+def checks_of(report, scenario: str) -> dict:
+    res = next(r for r in report.results if r.name == scenario)
+    return {c.name: c for c in res.checks}
+
+
+def failures(report) -> list:
+    return [(s, c.name, c.detail) for s, c in report.failed_checks()] + \
+        [(r.name, r.error) for r in report.results if r.error]
+
+
+# --- drain ---------------------------------------------------------------------------------------
+def test_drain_keeps_the_same_ecs_task_and_undrains(demo):
+    before = demo.running_alloc()
+    arn = task_arn(before, TASK_NAME)
+    reporter = RecordingReporter()
+    report = runner.run("drain", demo.env(reporter))
+    assert report.ok and report.exit_code == 0, failures(report)
+    c = checks_of(report, "drain")
+    assert c["ECS task ARN unchanged (allocations' task handles)"].before == arn
+    assert c["ECS task ARN unchanged (allocations' task handles)"].after == arn
+    assert c["ECS task ARN unchanged (ECS)"].after == arn
+    assert c["ECS task never left RUNNING"].after == ["RUNNING"]
+    assert c["replacement allocation running on another node"].before["node_id"] == before["NodeID"]
+    assert c["replacement allocation running on another node"].after["node_id"] != before["NodeID"]
+    assert c["old allocation migrated, not killed"].ok
+    assert c["node eligible again"].after["eligibility"] == "eligible"
+    assert demo.running_ecs() == [arn]
+    # the steps were shown as they happened, in order
+    steps = reporter.texts("done")
+    assert steps[0].startswith("Drain nomad-client-") and steps[1].startswith("Wait for the replacement")
+    assert steps[2].startswith("Disable the drain")
+    # Nomad saw a drain with a deadline, then a disable that marks the node eligible
+    drains = demo.fake.requests_to("POST", f"/v1/node/{before['NodeID']}/drain")
+    assert drains[0].body["DrainSpec"]["Deadline"] == int(FAST["timeout"] * 1e9)
+    assert drains[1].body["DrainSpec"] is None and drains[1].body["MarkEligible"] is True
+    # the waits used blocking queries
+    assert any("index" in r.query and r.query.get("index") != ["0"]
+               for r in demo.fake.requests_to("GET", f"/v1/job/{JOB_ID}/allocations"))
+
+
+def test_drain_keep_drained_leaves_the_node_ineligible(demo):
+    node_id = demo.running_alloc()["NodeID"]
+    report = runner.run("drain", demo.env(keep_drained=True))
+    assert report.ok, failures(report)
+    assert "node eligible again" not in checks_of(report, "drain")
+    assert demo.nomad().node(node_id)["SchedulingEligibility"] == "ineligible"
+
+
+def test_drain_without_a_replacement_in_time_names_what_nomad_did_not_do(demo_factory):
+    # the allocation never becomes healthy, so Nomad's drainer does not migrate it before the drain
+    # deadline (doc 6(b) step 2)
+    demo = demo_factory(min_healthy_time=1000)
+    report = runner.run("drain", demo.env(timeout=1.5, drain_deadline=600))
+    assert not report.ok and report.exit_code == 1
+    res = report.results[0]
+    assert res.error.startswith("no replacement allocation for ")
+    assert "within 1.5s" in res.error and "draining" in res.error and "run/running" in res.error
+
+
+def test_drain_replacement_with_a_new_task_fails_the_checks(demo_factory):
+    # recovery fails, so the replacement starts a NEW ECS task (what Nomad does when RecoverTask fails)
+    demo = demo_factory(runtime_kw={"recover_starts_new": True})
+    arn = task_arn(demo.running_alloc(), TASK_NAME)
+    report = runner.run("drain", demo.env())
+    assert not report.ok and report.exit_code == 1
+    c = checks_of(report, "drain")
+    handles = c["ECS task ARN unchanged (allocations' task handles)"]
+    assert not handles.ok and handles.before == arn and handles.after not in (arn, None)
+    assert c["ECS task ARN unchanged (ECS)"].ok is False
+    # the old task was detached, not stopped: now two tasks of the job run
+    assert not c["exactly one ECS task of the job RUNNING"].ok
+    assert "2 ECS tasks" in c["exactly one ECS task of the job RUNNING"].detail
+
+
+def test_drain_detects_a_second_task_of_the_job(demo):
+    client = demo.aws.client("ecs")
+    client.run_task(cluster=demo.ecs.cluster, taskDefinition=demo.ecs.task_definition, launchType="FARGATE",
+                    tags=[{"key": "nomad:job", "value": JOB_ID}],
+                    networkConfiguration={"awsvpcConfiguration": {"subnets": [demo.ecs.subnet],
+                                                                  "securityGroups": [demo.ecs.security_group]}})
+    report = runner.run("drain", demo.env())
+    c = checks_of(report, "drain")
+    assert c["ECS task ARN unchanged (allocations' task handles)"].ok
+    assert not c["exactly one ECS task of the job RUNNING"].ok and len(c["exactly one ECS task of the job RUNNING"].after) == 2
+    assert report.exit_code == 1
+
+
+def test_drain_needs_another_eligible_client(demo):
+    other = [n for n in demo.node_ids if n != demo.running_alloc()["NodeID"]][0]
+    demo.fake.set_driver_health(other, healthy=False, description="no AWS credentials")
+    demo.fake.wait_for(lambda c: not c.nodes[other]["Drivers"]["ecs"]["Healthy"])
+    report = runner.run("drain", demo.env())
+    assert report.exit_code == 3
+    assert "no other client can take the allocation" in report.results[0].error
+    assert not demo.fake.requests_to("POST", r"/v1/node/.*/drain")   # nothing was changed
+
+
+# --- lost node -----------------------------------------------------------------------------------
+def test_lost_node_keeps_the_task_and_the_restarted_client_detaches(demo):
+    before = demo.running_alloc()
+    arn = task_arn(before, TASK_NAME)
+    name = demo.names[demo.node_ids.index(before["NodeID"])]
+    victim = demo.procs[name]
+    env = demo.env()
+    report = runner.run("lost-node", env)
+    assert report.ok, failures(report)
+    assert victim.poll() is not None or not psutil.pid_exists(victim.pid)   # the recorded agent was killed
+    assert env.agents.started == [name]
+    c = checks_of(report, "lost-node")
+    assert c["node marked down"].before["status"] == "ready" and c["node marked down"].after["status"] == "down"
+    assert c["old allocation lost"].after["client"] == "lost"
+    assert c["ECS task ARN unchanged (allocations' task handles)"].after == arn
+    assert c["client rejoined"].after["status"] == "ready"
+    assert c["lost allocation finished by the client"].ok
+    assert c["ECS task never left RUNNING while the client came back"].after == ["RUNNING"]
+    assert demo.running_ecs() == [arn]
+
+
+def test_lost_node_no_restart_and_reenables_a_drained_client(demo):
+    first = demo.running_alloc()["NodeID"]
+    assert runner.run("drain", demo.env(keep_drained=True)).ok
+    reporter = RecordingReporter()
+    env = demo.env(reporter, restart=False)
+    report = runner.run("lost-node", env)
+    assert report.ok, failures(report)
+    assert any(t.startswith("Re-enable scheduling on") and first[:8] in t for t in reporter.texts("done"))
+    assert env.agents.started == []
+    assert "client rejoined" not in checks_of(report, "lost-node")
+
+
+def test_lost_node_when_the_node_never_goes_down(demo_factory):
+    demo = demo_factory(heartbeat_grace=1000)
+    report = runner.run("lost-node", demo.env(timeout=1.0))
+    assert report.exit_code == 1
+    err = report.results[0].error
+    assert err.startswith("node nomad-client-") and "was not marked down within 1s" in err and "is ready" in err
+    assert "heartbeat" in report.results[0].hint
+
+
+def test_lost_node_only_kills_agents_ecsdemo_started(demo):
+    agents_mod.forget(demo.cfg, demo.names[demo.node_ids.index(demo.running_alloc()["NodeID"])])
+    report = runner.run("lost-node", demo.env())
+    assert report.exit_code == 1 and "not running (or was not started by ecsdemo)" in report.results[0].error
+    assert all(p.poll() is None for p in demo.procs.values())
+
+
+# --- update --------------------------------------------------------------------------------------
+def test_update_runs_the_new_revision_and_revert_goes_back(demo):
+    old_arn = task_arn(demo.running_alloc(), TASK_NAME)
+    env = demo.env()
+    report = runner.run("update", env)
+    assert report.ok, failures(report)
+    c = checks_of(report, "update")
+    assert c["job re-rendered with the new revision"].before == f"{FAMILY}:1"
+    assert c["job re-rendered with the new revision"].after == f"{FAMILY}:2"
+    new = c["new ECS task RUNNING on the new revision"].after
+    assert new["arn"] != old_arn and new["task_definition"].endswith(f"{FAMILY}:2")
+    assert c["old ECS task STOPPED by the driver"].after["reason"].startswith("Stopped by Nomad")
+    assert demo.running_ecs() == [new["arn"]]
+    assert (demo.cfg.render_dir / "demo-ecs.nomad").read_text().count(f'"{FAMILY}:2"') == 1
+
+    back = runner.run("update", demo.env(revert=True))
+    assert back.ok, failures(back)
+    assert checks_of(back, "update")["job re-rendered with the new revision"].after == f"{FAMILY}:1"
+    assert env.infra.applied == ["updated"]
+
+
+def test_update_to_the_revision_already_running_is_refused(demo):
+    report = runner.run("update", demo.env(revert=True))
+    assert report.exit_code == 3
+    assert f"already runs task definition {FAMILY}:1" in report.results[0].error
+
+
+# --- stop ----------------------------------------------------------------------------------------
+def test_stop_stops_the_ecs_task_with_the_drivers_reason(demo):
+    alloc = demo.running_alloc()
+    report = runner.run("stop", demo.env())
+    assert report.ok, failures(report)
+    c = checks_of(report, "stop")
+    assert alloc["ID"] in c["old ECS task STOPPED by the driver"].after["reason"]
+    assert c["no ECS task of the job left running"].after == []
+    assert demo.running_ecs() == []
+    # run again on a stopped job: a clear precondition failure
+    again = runner.run("stop", demo.env())
+    assert again.exit_code == 3 and "is stopped" in again.results[0].error
+
+
+def test_preconditions_nomad_version_and_job(demo_factory):
+    old = demo_factory(version="1.10.0", run_job=False)
+    report = runner.run("drain", old.env())
+    assert report.exit_code == 3 and "Nomad 1.10.0 has no remote task handles" in report.results[0].error
+
+
+# --- all -----------------------------------------------------------------------------------------
+def test_all_runs_the_demo_in_order_with_one_report(demo):
+    report = runner.run("all", demo.env())
+    assert report.ok, failures(report)
+    assert [r.name for r in report.results] == ["drain", "undrain", "lost-node", "update", "stop"]
+    doc = report.to_json()
+    assert doc["ok"] and doc["exit_code"] == 0 and all(r["status"] == "passed" for r in doc["results"])
+    assert demo.running_ecs() == []
+
+
+def test_all_skips_the_rest_after_a_failure(demo_factory):
+    demo = demo_factory(runtime_kw={"recover_starts_new": True})
+    report = runner.run("all", demo.env())
+    assert [r.status for r in report.results] == ["failed", "skipped", "skipped", "skipped", "skipped"]
+    assert report.exit_code == 1 and report.results[1].skipped == "drain failed"
