@@ -7,7 +7,6 @@ from enum import Enum
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 
 from ecsdemo.commands.common import JsonOpt, StateDirOpt
 from ecsdemo.console import RichReporter, console
@@ -67,7 +66,21 @@ def register(app: typer.Typer) -> None:
             typer.echo(jsonlib.dumps(report.to_json(), indent=2, default=str))
         else:
             print_report(report)
-        raise typer.Exit(report.exit_code)
+        if report.exit_code:
+            # An EcsdemoError, not typer.Exit: `cli.main` runs the app with standalone_mode=False, where an
+            # Exit's code is returned rather than used.
+            raise EcsdemoError(_summary(report), exit_code=report.exit_code)
+
+
+def _summary(report) -> str:
+    failed = report.failed_checks()
+    errors = [r for r in report.results if r.error]
+    parts = []
+    if failed:
+        parts.append(f"{len(failed)} check(s) failed: " + ", ".join(f"{s}: {c.name}" for s, c in failed))
+    for r in errors:
+        parts.append(f"{r.name} {'could not start' if r.precondition_failed else 'stopped'}: {r.error}")
+    return f"run-scenario {report.scenario} failed; " + "; ".join(parts)
 
 
 def _value(v: Any) -> str:
@@ -81,7 +94,7 @@ def _value(v: Any) -> str:
 
 
 def print_report(report) -> None:
-    """The final checklist: one table per scenario with before/after values."""
+    """The final checklist: per scenario, each check with its before/after values."""
     for res in report.results:
         mark = {"passed": "[green]passed[/green]", "failed": "[red]FAILED[/red]",
                 "not-run": "[red]NOT RUN[/red]", "skipped": "[yellow]skipped[/yellow]"}[res.status]
@@ -89,17 +102,14 @@ def print_report(report) -> None:
         if res.skipped:
             console.print(f"  {res.skipped}")
             continue
-        if res.checks:
-            table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
-            for col in ("", "check", "before", "after", "detail"):
-                table.add_column(col, overflow="fold")
-            for c in res.checks:
-                table.add_row("[green]✓[/green]" if c.ok else "[red]✗[/red]", c.name, _value(c.before),
-                              _value(c.after), c.detail)
-            console.print(table)
+        for c in res.checks:
+            console.print(f"  {'[green]✓[/green]' if c.ok else '[red]✗[/red]'} {c.name}: {c.detail}", soft_wrap=True)
+            if c.before is not None or c.after is not None:
+                console.print(f"      before: {_value(c.before)}", soft_wrap=True, markup=False)
+                console.print(f"      after:  {_value(c.after)}", soft_wrap=True, markup=False)
         if res.error:
-            console.print(f"  [red]error:[/red] {res.error}")
+            console.print(f"  [red]error:[/red] {res.error}", soft_wrap=True)
             if res.hint:
-                console.print(f"  [dim]hint:[/dim] {res.hint}")
+                console.print(f"  [dim]hint:[/dim] {res.hint}", soft_wrap=True)
     verdict = "[green]all checks passed[/green]" if report.ok else "[red]some checks failed[/red]"
     console.print(f"\n{report.scenario}: {verdict}")

@@ -12,6 +12,7 @@ still rendered by `ecsdemo.render` and parsed by the fake's /v1/jobs/parse).
 from __future__ import annotations
 
 import dataclasses
+import json
 import subprocess
 import sys
 import time
@@ -399,3 +400,52 @@ def test_all_skips_the_rest_after_a_failure(demo_factory):
     report = runner.run("all", demo.env())
     assert [r.status for r in report.results] == ["failed", "skipped", "skipped", "skipped", "skipped"]
     assert report.exit_code == 1 and report.results[1].skipped == "drain failed"
+
+
+# --- the command line, wired to production adapters ------------------------------------------------
+def _cli(demo: Demo, *args: str) -> subprocess.CompletedProcess:
+    import os
+
+    demo.cfg.save()
+    env = dict(os.environ, COLUMNS="200")
+    env.pop("NOMAD_ADDR", None)
+    return subprocess.run([sys.executable, "-m", "ecsdemo", "run-scenario", *args, "--state-dir",
+                           str(demo.cfg.state_dir)], capture_output=True, text=True, timeout=120, env=env,
+                          stdin=subprocess.DEVNULL)
+
+
+def test_cli_drain_prints_the_checklist(demo):
+    arn = task_arn(demo.running_alloc(), TASK_NAME)
+    proc = _cli(demo, "drain", "--timeout", "20")
+    print(proc.stdout)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "drain: passed" in proc.stdout and "all checks passed" in proc.stdout
+    assert arn in proc.stdout and "ECS task never left RUNNING" in proc.stdout
+    assert "Traceback" not in proc.stderr
+
+
+def test_cli_json_report_and_exit_code(demo_factory):
+    demo = demo_factory(runtime_kw={"recover_starts_new": True})
+    original = task_arn(demo.running_alloc(), TASK_NAME)
+    proc = _cli(demo, "drain", "--json", "--timeout", "20")
+    assert proc.returncode == 1, proc.stderr
+    doc = json.loads(proc.stdout)
+    assert doc["ok"] is False and doc["exit_code"] == 1
+    failed = {c["name"] for c in doc["results"][0]["checks"] if not c["ok"]}
+    assert "ECS task ARN unchanged (allocations' task handles)" in failed
+    assert "exactly one ECS task of the job RUNNING" in failed
+    assert "run-scenario drain failed" in proc.stderr
+    # stopping the job stops the replacement's task, but the original one was detached and leaked: stop says so
+    stop = _cli(demo, "stop", "--json", "--timeout", "20")
+    assert stop.returncode == 1
+    checks = {c["name"]: c for c in json.loads(stop.stdout)["results"][0]["checks"]}
+    assert checks["old ECS task STOPPED by the driver"]["ok"]
+    assert checks["no ECS task of the job left running"]["after"] == [original]
+
+
+def test_cli_when_nomad_is_not_running(demo):
+    demo.fake.stop()
+    proc = _cli(demo, "stop", "--json")
+    assert proc.returncode == 1
+    doc = json.loads(proc.stdout)
+    assert doc["results"][0]["error"].startswith(f"cannot reach Nomad at http://127.0.0.1:{demo.cfg.server_http_port}")
