@@ -144,7 +144,7 @@ def collapse(statuses: Iterable[str]) -> list[str]:
 def check_arn_unchanged(before: str | None, after: str | None, source: str) -> Check:
     ok = bool(before) and before == after
     if ok:
-        detail = f"the same ECS task {before} ({source})"
+        detail = "the same ECS task"
     elif not after:
         detail = f"no ECS task ARN found ({source})"
     else:
