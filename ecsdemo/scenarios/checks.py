@@ -165,7 +165,7 @@ def check_one_running(tasks: list[dict], expected_arn: str | None, job_id: str) 
         detail = f"no ECS task of job {job_id} is RUNNING"
     else:
         detail = f"{len(running)} ECS tasks of job {job_id} are RUNNING: a second task appeared"
-    return Check(f"exactly one ECS task of the job RUNNING", ok, detail, expected_arn, arns)
+    return Check("exactly one ECS task of the job RUNNING", ok, detail, expected_arn, arns)
 
 
 def check_never_left_running(samples: list[str], arn: str | None) -> Check:

@@ -11,7 +11,7 @@ import contextlib
 import signal
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 from ecsdemo import aws
 from ecsdemo.config import JOB_ID, TASK_NAME, DemoConfig
@@ -79,9 +79,11 @@ class Agents:
         self.cfg = cfg
 
     def name_for_node(self, node: dict) -> str | None:
+        """The running agent ecsdemo started for this node, or None (then it must not be killed)."""
         from ecsdemo import agents
 
-        return agents.agent_for_node(self.cfg, node)
+        name = agents.agent_for_node(self.cfg, node)
+        return name if name and agents.is_running(self.cfg, name) else None
 
     def kill(self, name: str) -> str:
         """SIGKILL the agent; returns a description (e.g. its pid) for the report."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from ecsdemo.scenarios import checks
 from ecsdemo.scenarios.checks import short
-from ecsdemo.scenarios.common import (AllocWatch, Baseline, ecs_checks, ensure_other_eligible, get_node,
+from ecsdemo.scenarios.common import (AllocWatch, Baseline, ecs_checks, ensure_other_eligible,
                                       preflight, wait_node, wait_replacement)
 from ecsdemo.scenarios.env import ScenarioEnv
 from ecsdemo.scenarios.model import ScenarioAbort, ScenarioResult

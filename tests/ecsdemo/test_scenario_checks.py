@@ -8,7 +8,7 @@ import time
 import pytest
 
 from ecsdemo.scenarios import checks
-from ecsdemo.scenarios.model import Check, Report, ScenarioAbort, ScenarioResult
+from ecsdemo.scenarios.model import Report, ScenarioAbort, ScenarioResult
 from ecsdemo.scenarios.waits import EcsSampler, wait_until
 
 A1 = "5b3c2a9e-0f7d-4a5e-9c1b-2d8e7f6a1b01"

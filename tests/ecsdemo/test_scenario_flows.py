@@ -334,8 +334,9 @@ def test_lost_node_when_the_node_never_goes_down(demo_factory):
 def test_lost_node_only_kills_agents_ecsdemo_started(demo):
     agents_mod.forget(demo.cfg, demo.names[demo.node_ids.index(demo.running_alloc()["NodeID"])])
     report = runner.run("lost-node", demo.env())
-    assert report.exit_code == 1 and "not running (or was not started by ecsdemo)" in report.results[0].error
+    assert report.exit_code == 3 and "is not run by a client agent ecsdemo started" in report.results[0].error
     assert all(p.poll() is None for p in demo.procs.values())
+    assert not demo.fake.requests_to("POST", r"/v1/node/.*")   # nothing was changed
 
 
 # --- update --------------------------------------------------------------------------------------
