@@ -49,7 +49,10 @@ app.add_typer(driver.app, name="driver")
 def main() -> None:
     """Console-script entry: clean messages for known failures and for Ctrl-C, never a traceback."""
     try:
-        app(standalone_mode=False)
+        # Without standalone mode Typer returns (not raises) the code of a `typer.Exit` raised in a command.
+        rv = app(standalone_mode=False)
+        if isinstance(rv, int) and rv:
+            sys.exit(rv)
     except EcsdemoError as exc:
         err_console.print(f"[red]error:[/red] {exc.message}")
         if exc.hint:

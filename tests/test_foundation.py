@@ -69,3 +69,21 @@ def test_moto_server_fixture_keeps_tasks_running(aws):
     assert ecs.describe_clusters(clusters=["c"])["clusters"][0]["status"] == "ACTIVE"
     aws.reset()
     assert ecs.describe_clusters(clusters=["c"])["clusters"] == []
+
+
+def test_cli_propagates_a_commands_exit_code(monkeypatch):
+    import typer
+
+    from ecsdemo import cli
+
+    @cli.app.command("exit-seven-for-test", hidden=True)
+    def _seven():
+        raise typer.Exit(7)
+
+    monkeypatch.setattr(sys, "argv", ["ecsdemo", "exit-seven-for-test"])
+    try:
+        with pytest.raises(SystemExit) as exc:
+            cli.main()
+        assert exc.value.code == 7
+    finally:
+        cli.app.registered_commands = [c for c in cli.app.registered_commands if c.name != "exit-seven-for-test"]
