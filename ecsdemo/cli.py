@@ -6,6 +6,7 @@ import os
 import sys
 
 import typer
+from rich.markup import escape
 
 from ecsdemo import __version__
 from ecsdemo.commands import driver, infra, lifecycle, scenario
@@ -54,9 +55,9 @@ def main() -> None:
         if isinstance(rv, int) and rv:
             sys.exit(rv)
     except EcsdemoError as exc:
-        err_console.print(f"[red]error:[/red] {exc.message}")
+        err_console.print(f"[red]error:[/red] {escape(exc.message)}", soft_wrap=True)
         if exc.hint:
-            err_console.print(f"[dim]hint:[/dim] {exc.hint}")
+            err_console.print(f"[dim]hint:[/dim] {escape(exc.hint)}", soft_wrap=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         err_console.print("[yellow]interrupted[/yellow]: what was started is recorded in the state directory; "
@@ -72,10 +73,10 @@ def main() -> None:
         if show is not None:
             show()
         else:
-            err_console.print(f"[red]error:[/red] {exc}")
+            err_console.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
         sys.exit(getattr(exc, "exit_code", 2))
     except Exception as exc:  # a bug: a short message, not a traceback
-        err_console.print(f"[red]internal error:[/red] {type(exc).__name__}: {exc}")
+        err_console.print(f"[red]internal error:[/red] {type(exc).__name__}: {escape(str(exc))}", soft_wrap=True)
         err_console.print("[dim]please report this with the command you ran; set ECSDEMO_DEBUG=1 for a traceback[/dim]")
         if os.environ.get("ECSDEMO_DEBUG"):
             raise

@@ -87,3 +87,22 @@ def test_cli_propagates_a_commands_exit_code(monkeypatch):
         assert exc.value.code == 7
     finally:
         cli.app.registered_commands = [c for c in cli.app.registered_commands if c.name != "exit-seven-for-test"]
+
+
+def test_error_messages_are_printed_verbatim_on_one_line(monkeypatch, capsys):
+    from ecsdemo import cli
+    from ecsdemo.errors import EcsdemoError
+
+    long_arn = "arn:aws:ecs:us-east-1:123456789012:task/nomad-remote-driver-demo/" + "0" * 32
+    message = f"task [bold]{long_arn}[/bold] is missing from ['subnet-1']"
+
+    def boom(*_a, **_k):
+        raise EcsdemoError(message, hint="see [docs]")
+
+    monkeypatch.setattr(cli, "app", boom)
+    with pytest.raises(SystemExit) as exc:
+        cli.main()
+    assert exc.value.code == 1
+    err = capsys.readouterr().err
+    assert message in err  # Rich markup in a message is not interpreted, and long lines are not wrapped
+    assert "hint: see [docs]" in err
