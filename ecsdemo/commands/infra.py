@@ -91,14 +91,15 @@ def apply_cmd(local: ModeOpt = None, region: RegionOpt = None, name: NameOpt = N
 
 
 @infra_app.command("destroy")
-def destroy_cmd(json: JsonOpt = False, state_dir: StateDirOpt = None) -> None:
+def destroy_cmd(local: ModeOpt = None, json: JsonOpt = False, state_dir: StateDirOpt = None) -> None:
     """Remove the demo's AWS resources (with the settings of the last apply). Fine when there are none.
 
-    The local endpoint keeps running; `ecsdemo local stop` stops it.
+    The mode recorded by the last apply wins over --local/--aws. The local endpoint keeps running;
+    `ecsdemo local stop` stops it.
     """
     from ecsdemo import infra
 
-    cfg = _config(state_dir)
+    cfg = _config(state_dir, local=local)
     destroyed = infra.destroy(cfg, RichReporter(quiet=json))
     if json:
         _echo_json({"destroyed": destroyed})
@@ -107,8 +108,11 @@ def destroy_cmd(json: JsonOpt = False, state_dir: StateDirOpt = None) -> None:
 
 
 @infra_app.command("outputs")
-def outputs_cmd(json: JsonOpt = False, state_dir: StateDirOpt = None) -> None:
-    """Print the outputs of the last apply (from the state directory; Terraform is not run)."""
+def outputs_cmd(local: ModeOpt = None, json: JsonOpt = False, state_dir: StateDirOpt = None) -> None:
+    """Print the outputs of the last apply (from the state directory; Terraform is not run).
+
+    --local/--aws are accepted for symmetry with apply; the outputs are those of the last apply either way.
+    """
     from ecsdemo import infra
 
     outputs = infra.outputs(_config(state_dir))

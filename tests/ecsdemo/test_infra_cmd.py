@@ -53,14 +53,14 @@ def test_local_start_status_stop(state):
 
 
 def test_outputs_and_render_need_an_apply(state):
-    r = cli("infra", "outputs", state=state)
+    r = cli("infra", "outputs", "--local", state=state)
     assert r.returncode == 1 and "no Terraform outputs" in r.stderr and "ecsdemo infra apply" in r.stderr
     r = cli("render", state=state)
     assert r.returncode == 1 and "no Terraform outputs to render from" in r.stderr
 
 
 def test_destroy_with_nothing_applied_needs_no_terraform(state, tmp_path):
-    r = cli("infra", "destroy", "--json", state=state, env={"PATH": str(tmp_path)})
+    r = cli("infra", "destroy", "--local", "--json", state=state, env={"PATH": str(tmp_path)})
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout) == {"destroyed": False}
 
