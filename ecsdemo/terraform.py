@@ -112,8 +112,14 @@ class TerraformRunner:
                 raise EcsdemoError(f"the Terraform provider mirror {self.plugin_mirror} is not a directory",
                                    hint="pass --tf-plugin-dir (or ECSDEMO_TF_PLUGIN_DIR) naming a directory laid out "
                                         "as registry.terraform.io/hashicorp/aws/<version>/<os>_<arch>/")
-        # python-terraform builds our argv; nothing else of it runs (see the module docstring).
-        self._tf = Terraform(working_dir=str(self.workdir), terraform_bin_path=self.binary)
+        # python-terraform builds our argv; nothing else of it runs (see the module docstring). Its
+        # constructor reads terraform.tfstate: a corrupt one is named here rather than a traceback.
+        try:
+            self._tf = Terraform(working_dir=str(self.workdir), terraform_bin_path=self.binary)
+        except (ValueError, OSError) as exc:
+            raise EcsdemoError(f"Terraform's state file {self.workdir / 'terraform.tfstate'} cannot be read: {exc}",
+                               hint="restore it from terraform.tfstate.backup next to it, or remove the state "
+                                    "directory if nothing was created") from None
 
     # --- commands -------------------------------------------------------------------------------
     def version(self) -> tuple[int, int, int]:

@@ -229,3 +229,13 @@ def test_destroy_after_the_local_endpoint_was_replaced_needs_no_terraform(tmp_pa
     assert infra.destroy(cfg, rep) is False
     assert "its resources are already gone" in rep.texts("info")[0]
     assert state.read_json(infra.INFRA_FILE) is None
+
+
+def test_corrupt_terraform_state_is_named(tmp_path):
+    if shutil.which("terraform") is None:
+        pytest.skip("the terraform binary is not on PATH")
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "terraform.tfstate").write_text("{truncated")
+    with pytest.raises(EcsdemoError, match=r"state file .*terraform.tfstate cannot be read"):
+        terraform.TerraformRunner(workdir=work, log_path=tmp_path / "tf.log")
