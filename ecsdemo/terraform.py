@@ -57,12 +57,24 @@ def find_binary() -> str:
 
 
 def state_has_resources(workdir: Path) -> bool:
-    """True when `workdir`'s local state file records at least one resource (no terraform call)."""
+    """True when `workdir`'s local state file records at least one resource (no terraform call).
+
+    No state file is False; one that cannot be read is an error (it may well list resources).
+    """
+    path = Path(workdir) / "terraform.tfstate"
     try:
-        state = json.loads((Path(workdir) / "terraform.tfstate").read_text())
-    except (OSError, ValueError):
+        state = json.loads(path.read_text())
+    except FileNotFoundError:
         return False
+    except (OSError, ValueError) as exc:
+        raise _corrupt_state(path, exc) from None
     return bool(state.get("resources")) if isinstance(state, dict) else False
+
+
+def _corrupt_state(path: Path, exc: Exception) -> EcsdemoError:
+    return EcsdemoError(f"Terraform's state file {path} cannot be read: {exc}",
+                        hint="restore it from terraform.tfstate.backup next to it, or remove the state directory "
+                             "if nothing was created")
 
 
 def cli_config_text(plugin_mirror: Path | None) -> str:
@@ -117,9 +129,7 @@ class TerraformRunner:
         try:
             self._tf = Terraform(working_dir=str(self.workdir), terraform_bin_path=self.binary)
         except (ValueError, OSError) as exc:
-            raise EcsdemoError(f"Terraform's state file {self.workdir / 'terraform.tfstate'} cannot be read: {exc}",
-                               hint="restore it from terraform.tfstate.backup next to it, or remove the state "
-                                    "directory if nothing was created") from None
+            raise _corrupt_state(self.workdir / "terraform.tfstate", exc) from None
 
     # --- commands -------------------------------------------------------------------------------
     def version(self) -> tuple[int, int, int]:

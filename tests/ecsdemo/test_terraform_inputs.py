@@ -239,3 +239,5 @@ def test_corrupt_terraform_state_is_named(tmp_path):
     (work / "terraform.tfstate").write_text("{truncated")
     with pytest.raises(EcsdemoError, match=r"state file .*terraform.tfstate cannot be read"):
         terraform.TerraformRunner(workdir=work, log_path=tmp_path / "tf.log")
+    with pytest.raises(EcsdemoError, match=r"state file .*terraform.tfstate cannot be read"):
+        state_has_resources(work)        # so destroy never says "nothing to destroy" over it
