@@ -201,6 +201,11 @@ def outputs(cfg: DemoConfig) -> Outputs | None:
     return None if data is None else Outputs.from_json(data, where=str(cfg.state.path(INFRA_FILE)))
 
 
+def has_infrastructure(cfg: DemoConfig) -> bool:
+    """True when Terraform's state in the state directory lists resources (no terraform call)."""
+    return state_has_resources(_workdir(cfg))
+
+
 def _mode(cfg: DemoConfig) -> str:
     return "local" if cfg.local else "aws"
 

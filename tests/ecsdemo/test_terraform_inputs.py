@@ -199,7 +199,9 @@ def _applied_state(cfg: DemoConfig, mode: str, region: str) -> None:
 
 def test_switching_mode_or_region_under_live_infrastructure_is_refused(tmp_path):
     cfg = DemoConfig(state_dir=tmp_path / "st", local=True)
+    assert not infra.has_infrastructure(cfg)
     _applied_state(cfg, "aws", "us-east-1")
+    assert infra.has_infrastructure(cfg)
     with pytest.raises(EcsdemoError, match="applied in aws mode") as err:
         infra.apply(cfg, RecordingReporter())
     assert "infra destroy" in err.value.hint
