@@ -194,13 +194,24 @@ def _process(rec: AgentRecord) -> psutil.Process | None:
         if proc.status() == psutil.STATUS_ZOMBIE:
             _reap(rec.pid)
             return None
-        if not _same_command(proc.cmdline(), rec.cmdline):
+        if not _same_command(_cmdline(proc), rec.cmdline):
             return None
         return proc
     except (psutil.NoSuchProcess, psutil.ZombieProcess):
         return None
     except psutil.AccessDenied:
         return None   # not ours to touch
+
+
+def _cmdline(proc: psutil.Process, settle: float = 1.0) -> list[str]:
+    """The process's command line. While a process is in the middle of an exec (a wrapper script exec-ing
+    the real program) /proc shows it empty for a moment: wait that out rather than disown the agent."""
+    deadline = time.monotonic() + settle
+    while True:
+        cmdline = proc.cmdline()
+        if cmdline or time.monotonic() >= deadline:
+            return cmdline
+        time.sleep(0.02)
 
 
 def _same_command(actual: list[str], recorded: list[str]) -> bool:

@@ -7,6 +7,7 @@ import time
 from typing import Iterator
 
 from rich.console import Console
+from rich.markup import escape
 
 console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)
@@ -26,17 +27,17 @@ class RichReporter:
             if self.quiet:
                 yield
             else:
-                with self.out.status(f"{title} ..."):
+                with self.out.status(f"{escape(title)} ..."):
                     yield
         except BaseException:
-            self.out.print(f"[red]✗[/red] {title} [dim]({time.monotonic() - start:.1f}s)[/dim]")
+            self.out.print(f"[red]✗[/red] {escape(title)} [dim]({time.monotonic() - start:.1f}s)[/dim]")
             raise
         if not self.quiet:
-            self.out.print(f"[green]✓[/green] {title} [dim]({time.monotonic() - start:.1f}s)[/dim]")
+            self.out.print(f"[green]✓[/green] {escape(title)} [dim]({time.monotonic() - start:.1f}s)[/dim]")
 
     def info(self, text: str) -> None:
         if not self.quiet:
-            self.out.print(f"  {text}")
+            self.out.print(f"  {escape(text)}")
 
     def warn(self, text: str) -> None:
-        self.out.print(f"[yellow]![/yellow] {text}")
+        self.out.print(f"[yellow]![/yellow] {escape(text)}")

@@ -497,14 +497,8 @@ def _ecs_reachable(cfg: DemoConfig) -> bool:
     if not cfg.local:
         from ecsdemo import infra
 
-        return infra.outputs(cfg) is not None or _tf_has_state(cfg)
+        return infra.outputs(cfg) is not None or infra.has_infrastructure(cfg)
     return aws.reachable(cfg)
-
-
-def _tf_has_state(cfg: DemoConfig) -> bool:
-    from ecsdemo.terraform import state_has_resources
-
-    return state_has_resources(cfg.state.path("terraform"))
 
 
 def _stop_job(cfg: DemoConfig, api: Any, timing: Timing, reporter: Reporter) -> tuple[bool, list[str]]:

@@ -106,3 +106,21 @@ def test_error_messages_are_printed_verbatim_on_one_line(monkeypatch, capsys):
     err = capsys.readouterr().err
     assert message in err  # Rich markup in a message is not interpreted, and long lines are not wrapped
     assert "hint: see [docs]" in err
+
+
+def test_rich_reporter_shows_text_verbatim():
+    import io
+
+    from rich.console import Console
+
+    from ecsdemo.console import RichReporter
+
+    buf = io.StringIO()
+    rep = RichReporter(out=Console(file=buf, width=200, force_terminal=False))
+    with rep.step("terraform apply [plan]"):
+        rep.info("aws_vpc.demo: Creation complete after 0s [id=vpc-123]")
+    rep.warn("tags [nomad:alloc_id] missing")
+    out = buf.getvalue()
+    assert "terraform apply [plan]" in out
+    assert "[id=vpc-123]" in out
+    assert "tags [nomad:alloc_id] missing" in out

@@ -10,7 +10,7 @@ import typer
 StateDirOpt = Annotated[
     Optional[Path],
     typer.Option("--state-dir", envvar="ECSDEMO_STATE_DIR", file_okay=False,
-                 help="Where ecsdemo keeps its state, logs and pids. [default: ./.ecsdemo]"),
+                 help="Where ecsdemo keeps its state, logs and pids. (default: ./.ecsdemo)"),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of tables.")]
 LocalOpt = Annotated[bool, typer.Option("--local", help="Use the embedded AWS endpoint (a moto server): no AWS account, no cost.")]

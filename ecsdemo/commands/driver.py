@@ -14,11 +14,11 @@ app = typer.Typer(help="Run, install and check the nomad-driver-ecs plugin.", no
 
 PluginDirOpt = Annotated[Optional[Path], typer.Option(
     "--plugin-dir", file_okay=False,
-    help="The Nomad client's plugin_dir. [default: <render dir>/plugins, i.e. ./nomad/plugins]", show_default=False)]
+    help="The Nomad client's plugin_dir. (default: <render dir>/plugins, i.e. ./nomad/plugins)", show_default=False)]
 ClusterOpt = Annotated[Optional[str], typer.Option(
-    "--cluster", help="ECS cluster for the plugin config. [default: the demo's, nomad-remote-driver-demo]",
+    "--cluster", help="ECS cluster for the plugin config. (default: the demo's, nomad-remote-driver-demo)",
     show_default=False)]
-RegionOpt = Annotated[Optional[str], typer.Option("--region", help="AWS region. [default: us-east-1, or the saved one]",
+RegionOpt = Annotated[Optional[str], typer.Option("--region", help="AWS region. (default: us-east-1, or the saved one)",
                                                   show_default=False)]
 EndpointOpt = Annotated[Optional[str], typer.Option(
     "--endpoint", help="ECS endpoint URL for the plugin config (a local endpoint or a VPC endpoint).",
