@@ -7,7 +7,6 @@ boto3 alike) for one test.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from ecsdemo.commands.common import JsonOpt, LocalOpt, StateDirOpt
+from ecsdemo.commands.common import JsonOpt, LocalOpt, RegionOpt, StateDirOpt
 
 app = typer.Typer(help="Run, install and check the nomad-driver-ecs plugin.", no_args_is_help=True)
 
@@ -18,8 +18,6 @@ PluginDirOpt = Annotated[Optional[Path], typer.Option(
 ClusterOpt = Annotated[Optional[str], typer.Option(
     "--cluster", help="ECS cluster for the plugin config. (default: the demo's, nomad-remote-driver-demo)",
     show_default=False)]
-RegionOpt = Annotated[Optional[str], typer.Option("--region", help="AWS region. (default: us-east-1, or the saved one)",
-                                                  show_default=False)]
 EndpointOpt = Annotated[Optional[str], typer.Option(
     "--endpoint", help="ECS endpoint URL for the plugin config (a local endpoint or a VPC endpoint).",
     show_default=False)]

@@ -9,27 +9,18 @@ from typing import Annotated, Any, Optional
 import typer
 from rich.table import Table
 
-from ecsdemo.commands.common import JsonOpt, StateDirOpt
+from ecsdemo.commands.common import JsonOpt, ModeOpt, RegionOpt, StateDirOpt, TfPluginDirOpt
 from ecsdemo.console import RichReporter, console
 from ecsdemo.errors import EcsdemoError
 
 infra_app = typer.Typer(help="Build or remove the AWS side with Terraform.", no_args_is_help=True)
 local_app = typer.Typer(help="Manage the embedded AWS endpoint (a local moto server).", no_args_is_help=True)
 
-ModeOpt = Annotated[Optional[bool], typer.Option(
-    "--local/--aws", help="--local: the embedded AWS endpoint (a moto server; no account, no cost). --aws: real AWS. "
-                          "(default: the saved configuration's, else --aws)", show_default=False)]
-RegionOpt = Annotated[Optional[str], typer.Option("--region", help="AWS region. (default: us-east-1, or the saved one)",
-                                                  show_default=False)]
 NameOpt = Annotated[Optional[str], typer.Option(
     "--name", help="Name of the ECS cluster and task definition family. (default: nomad-remote-driver-demo)",
     show_default=False)]
 CidrOpt = Annotated[Optional[str], typer.Option("--vpc-cidr", help="CIDR block of the demo VPC. (default: 10.0.0.0/24)",
                                                 show_default=False)]
-PluginDirOpt = Annotated[Optional[Path], typer.Option(
-    "--tf-plugin-dir", envvar="ECSDEMO_TF_PLUGIN_DIR", file_okay=False,
-    help="Local Terraform provider mirror (e.g. /opt/tf-plugins): `terraform init` never contacts the registry.",
-    show_default=False)]
 TaskDefOpt = Annotated[Optional[str], typer.Option(
     "--task-definition", help="Container definitions: `base`, `updated` or the path of a JSON file. "
                               "(default: the one of the previous apply, else base)", show_default=False)]
@@ -72,7 +63,7 @@ def _print_outputs(outputs) -> None:
 
 @infra_app.command("apply")
 def apply_cmd(local: ModeOpt = None, region: RegionOpt = None, name: NameOpt = None, vpc_cidr: CidrOpt = None,
-              tf_plugin_dir: PluginDirOpt = None, task_definition: TaskDefOpt = None, json: JsonOpt = False,
+              tf_plugin_dir: TfPluginDirOpt = None, task_definition: TaskDefOpt = None, json: JsonOpt = False,
               state_dir: StateDirOpt = None) -> None:
     """Create or update the demo's AWS resources with Terraform and print its outputs.
 

@@ -3,24 +3,15 @@
 from __future__ import annotations
 
 import json as jsonlib
-from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
-from ecsdemo.commands.common import JsonOpt, StateDirOpt
+from ecsdemo.commands.common import JsonOpt, ModeOpt, RegionOpt, StateDirOpt, TfPluginDirOpt
 from ecsdemo.console import RichReporter, console
 
-LocalFlag = Annotated[Optional[bool], typer.Option(
-    "--local/--aws", help="--local: the embedded AWS endpoint (a moto server; no account, no cost). --aws: real AWS. "
-                          "(default: what the last `up` used, else --aws)", show_default=False)]
-RegionOpt = Annotated[Optional[str], typer.Option("--region", help="AWS region. (default: us-east-1, or the last `up`'s)",
-                                                  show_default=False)]
-MirrorOpt = Annotated[Optional[Path], typer.Option(
-    "--tf-plugin-dir", envvar="ECSDEMO_TF_PLUGIN_DIR", file_okay=False, exists=True,
-    help="A local Terraform provider mirror holding hashicorp/aws (for machines without registry access).",
-    show_default=False)]
 ClientsOpt = Annotated[Optional[int], typer.Option("--clients", min=1, max=9, help="Number of Nomad clients. "
                                                    "(default: 2, or the last `up`'s)", show_default=False)]
 
@@ -43,8 +34,8 @@ def register(app: typer.Typer) -> None:
     """Add this module's top-level commands to the main app."""
 
     @app.command()
-    def doctor(local: LocalFlag = None, region: RegionOpt = None, clients: ClientsOpt = None,
-               tf_plugin_dir: MirrorOpt = None, json: JsonOpt = False, state_dir: StateDirOpt = None) -> None:
+    def doctor(local: ModeOpt = None, region: RegionOpt = None, clients: ClientsOpt = None,
+               tf_plugin_dir: TfPluginDirOpt = None, json: JsonOpt = False, state_dir: StateDirOpt = None) -> None:
         """Check what `up` needs: nomad 1.1-1.9, terraform and its aws provider, AWS credentials (not with --local), free agent ports, a writable plugin directory and a sane state directory. Exits 1 when something blocks `up`."""
         from ecsdemo import doctor as doc
         from ecsdemo import lifecycle
@@ -65,8 +56,8 @@ def register(app: typer.Typer) -> None:
             raise typer.Exit(1)
 
     @app.command()
-    def up(local: LocalFlag = None, region: RegionOpt = None, clients: ClientsOpt = None,
-           tf_plugin_dir: MirrorOpt = None, state_dir: StateDirOpt = None) -> None:
+    def up(local: ModeOpt = None, region: RegionOpt = None, clients: ClientsOpt = None,
+           tf_plugin_dir: TfPluginDirOpt = None, state_dir: StateDirOpt = None) -> None:
         """Bring the whole demo up: checks, (local endpoint,) Terraform, rendered configs, the plugin, a Nomad server and N clients in the background; waits until every client has a healthy ecs driver. Safe to run again (reuses what is up); after Ctrl-C, `ecsdemo teardown` cleans up."""
         from ecsdemo import lifecycle
 
@@ -176,11 +167,11 @@ def print_status(data: dict) -> None:
     else:
         console.print("no Nomad agents recorded")
     if data["nomad_error"]:
-        console.print(f"[red]Nomad:[/red] {data['nomad_error']}")
+        console.print(f"[red]Nomad:[/red] {escape(data['nomad_error'])}", soft_wrap=True)
     else:
         print_nodes(data["nodes"])
         allocs = data["allocations"] or []
-        table = Table(box=None, pad_edge=False, header_style="bold", title=f"Allocations of the demo job",
+        table = Table(box=None, pad_edge=False, header_style="bold", title="Allocations of the demo job",
                       title_justify="left")
         for col in ("id", "node", "desired", "status", "version", "ECS task ARN"):
             table.add_column(col, overflow="fold")
@@ -189,7 +180,7 @@ def print_status(data: dict) -> None:
                           str(a["job_version"]), a["task_arn"] or "-")
         console.print(table if allocs else "no allocations (run `ecsdemo run`)")
     if data["ecs_error"]:
-        console.print(f"[red]ECS:[/red] {data['ecs_error']}")
+        console.print(f"[red]ECS:[/red] {escape(data['ecs_error'])}", soft_wrap=True)
         return
     table = Table(box=None, pad_edge=False, header_style="bold", title="ECS tasks in the cluster", title_justify="left")
     for col in ("ARN", "status", "task definition", "owner", ""):

@@ -7,6 +7,7 @@ from enum import Enum
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 
 from ecsdemo.commands.common import JsonOpt, StateDirOpt
 from ecsdemo.console import RichReporter, console
@@ -100,16 +101,16 @@ def print_report(report) -> None:
                 "not-run": "[red]NOT RUN[/red]", "skipped": "[yellow]skipped[/yellow]"}[res.status]
         console.print(f"\n[bold]{res.name}[/bold]: {mark} [dim]({res.duration_s:.1f}s)[/dim]")
         if res.skipped:
-            console.print(f"  {res.skipped}")
+            console.print(f"  {escape(res.skipped)}")
             continue
         for c in res.checks:
-            console.print(f"  {'[green]✓[/green]' if c.ok else '[red]✗[/red]'} {c.name}: {c.detail}", soft_wrap=True)
+            console.print(f"  {'[green]✓[/green]' if c.ok else '[red]✗[/red]'} {escape(c.name)}: {escape(c.detail)}", soft_wrap=True)
             if c.before is not None or c.after is not None:
                 console.print(f"      before: {_value(c.before)}", soft_wrap=True, markup=False)
                 console.print(f"      after:  {_value(c.after)}", soft_wrap=True, markup=False)
         if res.error:
-            console.print(f"  [red]error:[/red] {res.error}", soft_wrap=True)
+            console.print(f"  [red]error:[/red] {escape(res.error)}", soft_wrap=True)
             if res.hint:
-                console.print(f"  [dim]hint:[/dim] {res.hint}", soft_wrap=True)
+                console.print(f"  [dim]hint:[/dim] {escape(res.hint)}", soft_wrap=True)
     verdict = "[green]all checks passed[/green]" if report.ok else "[red]some checks failed[/red]"
     console.print(f"\n{report.scenario}: {verdict}")

@@ -16,18 +16,7 @@ import pytest
 from ecsdemo import agents
 from ecsdemo.config import DemoConfig
 from ecsdemo.errors import EcsdemoError
-
-STANDIN = Path(__file__).with_name("standin_agent.py")
-
-
-def write_standin_bin(directory: Path) -> Path:
-    """An executable `nomad` that runs the stand-in with this interpreter."""
-    directory.mkdir(parents=True, exist_ok=True)
-    exe = directory / "nomad"
-    exe.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{STANDIN}" "$@"\n')
-    exe.chmod(0o755)
-    return exe
-
+from tests.ecsdemo.test_lifecycle_support import write_standin_bin
 
 def write_agent_configs(cfg: DemoConfig) -> None:
     """Minimal rendered configs of the shape `ecsdemo render` writes (data dirs under the state dir)."""

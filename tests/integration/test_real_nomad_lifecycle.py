@@ -19,6 +19,7 @@ import pytest
 from ecsdemo import agents, doctor, local
 from ecsdemo.config import DemoConfig
 from tests.ecsdemo.conftest import find_tf_mirror
+from tests.ecsdemo.test_lifecycle_support import free_port_pair
 
 _nomad = doctor.check_nomad()
 _mirror, _why = find_tf_mirror()
@@ -35,25 +36,11 @@ def ecsdemo(state_dir, *args: str, timeout: float = 900) -> subprocess.Completed
                           env=dict(os.environ, ECSDEMO_TF_PLUGIN_DIR=str(_mirror)))
 
 
-def consecutive_free_ports() -> int:
-    import socket
-
-    while True:
-        p = local.free_port()
-        try:
-            with socket.socket() as a, socket.socket() as b:
-                a.bind(("127.0.0.1", p))
-                b.bind(("127.0.0.1", p + 1))
-            return p
-        except OSError:
-            continue
-
-
 def test_up_run_status_logs_teardown_with_real_nomad(tmp_path):
     state_dir = tmp_path / "state"
     cfg = DemoConfig(state_dir=state_dir, render_dir=tmp_path / "nomad", local=True, clients=2,
                      tf_plugin_dir=_mirror, server_http_port=local.free_port(), server_rpc_port=local.free_port(),
-                     server_serf_port=local.free_port(), client_http_base=consecutive_free_ports(), client_http_step=1)
+                     server_serf_port=local.free_port(), client_http_base=free_port_pair(), client_http_step=1)
     cfg.save()
     try:
         up = ecsdemo(state_dir, "up", "--local")
