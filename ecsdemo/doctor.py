@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import socket
 import subprocess
@@ -18,9 +17,8 @@ from pathlib import Path
 
 from ecsdemo.config import CONFIG_FILE, DemoConfig
 from ecsdemo.errors import EcsdemoError
+from ecsdemo.nomad import REMOTE_TASKS_FROM, REMOTE_TASKS_UNTIL, parse_version
 
-NOMAD_MIN = (1, 1, 0)
-NOMAD_MAX = (1, 10, 0)   # exclusive: remote task drivers were removed in Nomad 1.10
 TERRAFORM_MIN = (1, 0, 0)
 REGISTRY = ("registry.terraform.io", 443)
 COMMAND_TIMEOUT = 15.0
@@ -40,11 +38,6 @@ class Check:
 
 def blocking_failures(checks: list[Check]) -> list[Check]:
     return [c for c in checks if not c.ok and c.blocking]
-
-
-def parse_version(text: str) -> tuple[int, int, int] | None:
-    m = re.search(r"v?(\d+)\.(\d+)\.(\d+)", text)
-    return (int(m[1]), int(m[2]), int(m[3])) if m else None
 
 
 def _fmt(v: tuple[int, ...]) -> str:
@@ -84,10 +77,10 @@ def check_nomad() -> Check:
         first = out.strip().splitlines()[0] if out.strip() else f"exit code {rc}"
         return Check(name, False, f"`{binary} version` gave no version ({first})",
                      hint="check that ECSDEMO_NOMAD_BIN / PATH points at a Nomad binary")
-    if version >= NOMAD_MAX:
+    if version >= REMOTE_TASKS_UNTIL:
         return Check(name, False, f"Nomad {_fmt(version)} at {binary}: remote tasks were removed in Nomad 1.10",
                      hint="use Nomad 1.9.x or older (>= 1.1.0); set ECSDEMO_NOMAD_BIN to it")
-    if version < NOMAD_MIN:
+    if version < REMOTE_TASKS_FROM:
         return Check(name, False, f"Nomad {_fmt(version)} at {binary}: remote task drivers need Nomad >= 1.1.0",
                      hint="install Nomad 1.1-1.9")
     return Check(name, True, f"Nomad {_fmt(version)} ({binary})")

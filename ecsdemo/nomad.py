@@ -22,6 +22,7 @@ import base64
 import binascii
 import json
 import os
+import re
 from typing import Any, Iterator
 
 from ecsdemo.errors import EcsdemoError
@@ -29,6 +30,20 @@ from ecsdemo.errors import EcsdemoError
 DEFAULT_ADDRESS = "http://127.0.0.1:4646"
 TERMINAL_CLIENT_STATUSES = ("complete", "failed", "lost")
 ECS_DRIVER = "ecs"
+REMOTE_TASKS_FROM = (1, 1, 0)    # remote task handles (drain / lost-node hand-over) arrived in Nomad 1.1.0 ...
+REMOTE_TASKS_UNTIL = (1, 10, 0)  # ... and were removed in 1.10.0 (exclusive)
+
+
+def parse_version(text: str | None) -> tuple[int, int, int] | None:
+    """The first `X.Y[.Z]` version in `text` ("Nomad v1.6.5 (...)", "1.1.0-beta1"), or None."""
+    m = re.search(r"v?(\d+)\.(\d+)(?:\.(\d+))?", text or "")
+    return (int(m.group(1)), int(m.group(2)), int(m.group(3) or 0)) if m else None
+
+
+def supports_remote_tasks(version_text: str | None) -> bool:
+    """True for the Nomad versions whose clients hand a remote task over on drain or a lost node."""
+    v = parse_version(version_text)
+    return v is not None and REMOTE_TASKS_FROM <= v < REMOTE_TASKS_UNTIL
 
 
 class NomadUnavailable(EcsdemoError):
@@ -106,10 +121,14 @@ def node_ecs_driver(node_or_stub: dict, driver: str = ECS_DRIVER) -> tuple[bool,
     return bool(info.get("Detected")), bool(info.get("Healthy")), str(info.get("HealthDescription") or "")
 
 
+def is_live(alloc: dict) -> bool:
+    """Nomad wants the allocation running and its client has not finished it (non-terminal ClientStatus)."""
+    return alloc.get("DesiredStatus") == "run" and alloc.get("ClientStatus") not in TERMINAL_CLIENT_STATUSES
+
+
 def live_allocation(allocs: list[dict]) -> dict | None:
-    """The allocation that should be running: DesiredStatus run, non-terminal ClientStatus, newest."""
-    live = [a for a in allocs if a.get("DesiredStatus") == "run"
-            and a.get("ClientStatus") not in TERMINAL_CLIENT_STATUSES]
+    """The allocation that should be running: the newest live one (see `is_live`)."""
+    live = [a for a in allocs if is_live(a)]
     return max(live, key=lambda a: a.get("CreateIndex", 0)) if live else None
 
 

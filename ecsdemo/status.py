@@ -15,17 +15,11 @@ from ecsdemo import agents, aws
 from ecsdemo.config import JOB_ID, TASK_NAME, DemoConfig
 from ecsdemo.errors import EcsdemoError
 
-LIVE_CLIENT_STATUSES = ("pending", "running")
-
 
 def _client(cfg: DemoConfig, timeout: float):
     from ecsdemo.nomad import NomadClient
 
     return NomadClient(cfg.server_address, timeout=timeout)
-
-
-def is_live(alloc: dict) -> bool:
-    return alloc.get("DesiredStatus") == "run" and alloc.get("ClientStatus") in LIVE_CLIENT_STATUSES
 
 
 def node_summary(node: dict) -> dict:
@@ -39,7 +33,7 @@ def node_summary(node: dict) -> dict:
 
 
 def alloc_summary(alloc: dict) -> dict:
-    from ecsdemo.nomad import task_arn
+    from ecsdemo.nomad import is_live, task_arn
 
     return {"id": alloc.get("ID"), "node": alloc.get("NodeName"), "node_id": alloc.get("NodeID"),
             "desired_status": alloc.get("DesiredStatus"), "client_status": alloc.get("ClientStatus"),

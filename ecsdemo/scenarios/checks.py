@@ -7,38 +7,18 @@ unit-tested on real-shaped data.
 
 from __future__ import annotations
 
-import re
 from typing import Any, Iterable
 
+from ecsdemo.nomad import TERMINAL_CLIENT_STATUSES, node_ecs_driver
 from ecsdemo.scenarios.model import Check
 
-MIN_REMOTE_TASKS = (1, 1)      # remote task handles arrived in Nomad 1.1.0 ...
-MAX_REMOTE_TASKS = (1, 10)     # ... and were removed in 1.10.0
 STOP_REASON_PREFIX = "Stopped by Nomad"
-CLIENT_TERMINAL = ("complete", "failed", "lost")
-
-
-# --- Nomad version --------------------------------------------------------------------------------
-def parse_version(text: str) -> tuple[int, int, int] | None:
-    m = re.match(r"^\s*v?(\d+)\.(\d+)(?:\.(\d+))?", text or "")
-    if not m:
-        return None
-    return int(m.group(1)), int(m.group(2)), int(m.group(3) or 0)
-
-
-def version_supports_remote_tasks(text: str) -> bool:
-    v = parse_version(text)
-    return v is not None and MIN_REMOTE_TASKS <= v[:2] < MAX_REMOTE_TASKS
+CLIENT_TERMINAL = TERMINAL_CLIENT_STATUSES
 
 
 # --- allocations -----------------------------------------------------------------------------------
 def short(ident: str | None) -> str:
     return (ident or "")[:8]
-
-
-def is_live(alloc: dict) -> bool:
-    """Nomad wants it running and the client has not finished it."""
-    return alloc.get("DesiredStatus") == "run" and alloc.get("ClientStatus") in ("pending", "running")
 
 
 def is_running(alloc: dict) -> bool:
@@ -86,8 +66,8 @@ def task_state(alloc: dict, task: str) -> dict:
 
 # --- nodes -----------------------------------------------------------------------------------------
 def ecs_driver_healthy(node: dict, driver: str = "ecs") -> bool:
-    info = (node.get("Drivers") or {}).get(driver) or {}
-    return bool(info.get("Detected")) and bool(info.get("Healthy"))
+    detected, healthy, _ = node_ecs_driver(node, driver)
+    return detected and healthy
 
 
 def is_schedulable(node: dict, driver: str = "ecs") -> bool:

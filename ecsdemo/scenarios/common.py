@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from ecsdemo.nomad import supports_remote_tasks
 from ecsdemo.scenarios import checks
 from ecsdemo.scenarios.checks import short
 from ecsdemo.scenarios.env import ScenarioEnv
@@ -53,7 +54,7 @@ def get_node(env: ScenarioEnv, node_id: str) -> dict:
 
 def require_remote_tasks(env: ScenarioEnv) -> str:
     version = env.nomad.version()
-    if not checks.version_supports_remote_tasks(version):
+    if not supports_remote_tasks(version):
         raise ScenarioAbort(f"Nomad {version} has no remote task handles (they need 1.1.0 <= version < 1.10.0)",
                             hint="install Nomad 1.1-1.9; ecsdemo doctor checks this", precondition=True)
     return version

@@ -7,6 +7,7 @@ import time
 
 import pytest
 
+from ecsdemo.nomad import supports_remote_tasks
 from ecsdemo.scenarios import checks
 from ecsdemo.scenarios.model import Report, ScenarioAbort, ScenarioResult
 from ecsdemo.scenarios.waits import EcsSampler, wait_until
@@ -52,7 +53,7 @@ def ecs_task(arn, status="RUNNING", alloc=A1, job="nomad-ecs-demo", reason=None,
 @pytest.mark.parametrize("text,ok", [("1.1.0", True), ("1.9.7", True), ("1.1.0-beta1", True), ("v1.4.3", True),
                                      ("1.0.18", False), ("1.10.0", False), ("2.0.0", False), ("", False), ("dev", False)])
 def test_remote_tasks_need_nomad_1_1_to_1_9(text, ok):
-    assert checks.version_supports_remote_tasks(text) is ok
+    assert supports_remote_tasks(text) is ok
 
 
 def test_replacement_found_by_previous_allocation_on_full_allocations():
