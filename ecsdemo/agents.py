@@ -24,16 +24,14 @@ from typing import Iterator
 
 import psutil
 
+from ecsdemo import procs
 from ecsdemo.config import DemoConfig
 from ecsdemo.errors import EcsdemoError
 
 AGENTS_FILE = "agents.json"
 SERVER = "nomad-server"
-START_TIME_TOLERANCE = 1.0   # seconds; psutil's start time is derived from clock ticks since boot
 CREDENTIAL_VARS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN",
                    "AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE")
-
-_children: dict[int, subprocess.Popen] = {}   # agents started by this process, so they can be reaped
 
 
 @dataclass
@@ -174,51 +172,9 @@ def forget(cfg: DemoConfig, name: str) -> None:
 
 
 # --- identity and liveness --------------------------------------------------------------------------
-def _reap(pid: int) -> None:
-    child = _children.get(pid)
-    if child is not None:
-        if child.poll() is not None:
-            _children.pop(pid, None)
-        return
-    with contextlib.suppress(ChildProcessError, OSError):
-        os.waitpid(pid, os.WNOHANG)
-
-
 def _process(rec: AgentRecord) -> psutil.Process | None:
     """The live process the record describes, or None (gone, a zombie, or a different program now)."""
-    _reap(rec.pid)
-    try:
-        proc = psutil.Process(rec.pid)
-        if abs(proc.create_time() - rec.create_time) > START_TIME_TOLERANCE:
-            return None
-        if proc.status() == psutil.STATUS_ZOMBIE:
-            _reap(rec.pid)
-            return None
-        if not _same_command(_cmdline(proc), rec.cmdline):
-            return None
-        return proc
-    except (psutil.NoSuchProcess, psutil.ZombieProcess):
-        return None
-    except psutil.AccessDenied:
-        return None   # not ours to touch
-
-
-def _cmdline(proc: psutil.Process, settle: float = 1.0) -> list[str]:
-    """The process's command line. While a process is in the middle of an exec (a wrapper script exec-ing
-    the real program) /proc shows it empty for a moment: wait that out rather than disown the agent."""
-    deadline = time.monotonic() + settle
-    while True:
-        cmdline = proc.cmdline()
-        if cmdline or time.monotonic() >= deadline:
-            return cmdline
-        time.sleep(0.02)
-
-
-def _same_command(actual: list[str], recorded: list[str]) -> bool:
-    """The process runs what we started: its arguments end with ours (a wrapper script may exec the
-    real program, changing argv[0] but passing the arguments through)."""
-    args = recorded[1:]
-    return bool(recorded) and (actual == recorded or (len(actual) >= len(args) and actual[len(actual) - len(args):] == args))
+    return procs.find(rec.pid, rec.create_time, rec.cmdline)
 
 
 def status(rec: AgentRecord) -> str:
@@ -284,11 +240,7 @@ def start_agent(cfg: DemoConfig, name: str, env: dict[str, str] | None = None) -
                                     env=env, cwd=state.root, start_new_session=True, preexec_fn=_unblock_signals)
         except OSError as exc:
             raise EcsdemoError(f"cannot start {name}: {exc.strerror or exc} ({argv[0]})") from exc
-        _children[proc.pid] = proc
-        try:
-            create_time = psutil.Process(proc.pid).create_time()
-        except psutil.Error:   # it died at once: record what we know, the caller sees it stopped
-            create_time = 0.0
+        create_time = procs.track(proc)   # 0.0 when it died at once: the caller sees it stopped
         rec = AgentRecord(name=name, role=spec.role, pid=proc.pid, create_time=create_time, cmdline=argv,
                           log=str(log_path), http_addr=spec.http_addr, config=str(spec.config),
                           data_dir=spec.data_dir, extra=_carry_over(existing))
@@ -312,15 +264,6 @@ def start_all(cfg: DemoConfig, env: dict[str, str] | None = None) -> list[AgentR
 
 
 # --- stop -------------------------------------------------------------------------------------------
-def _wait_gone(rec: AgentRecord, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while _process(rec) is not None:
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(0.05)
-    return True
-
-
 def _group_leftovers(rec: AgentRecord, only_plugins: bool) -> list[psutil.Process]:
     """Processes still in the agent's process group that started after it (the plugins it launched).
 
@@ -332,7 +275,7 @@ def _group_leftovers(rec: AgentRecord, only_plugins: bool) -> list[psutil.Proces
     out = []
     for proc in psutil.process_iter(["pid", "create_time"]):
         try:
-            if proc.pid in (os.getpid(), rec.pid) or proc.info["create_time"] + START_TIME_TOLERANCE < rec.create_time:
+            if proc.pid in (os.getpid(), rec.pid) or proc.info["create_time"] + procs.START_TIME_TOLERANCE < rec.create_time:
                 continue
             if os.getpgid(proc.pid) != rec.pid or proc.status() == psutil.STATUS_ZOMBIE:
                 continue
@@ -374,33 +317,12 @@ def stop_agent(cfg: DemoConfig, name: str, grace: float = 10.0) -> str:
 
 
 def _stop(rec: AgentRecord, grace: float) -> str:
-    proc = _process(rec)
-    if proc is None:
-        if rec.create_time:
-            _stop_leftovers(rec, min(grace, 2.0), only_plugins=True)
-        return "pid reused" if _pid_taken(rec) else "not running"
-    with contextlib.suppress(psutil.Error):
-        proc.send_signal(signal.SIGTERM)
-    outcome = "stopped"
-    if not _wait_gone(rec, grace):
-        if _process(rec) is not None:   # still the same process: it ignored SIGTERM
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(rec.pid, signal.SIGKILL)
-            outcome = "killed"
-        _wait_gone(rec, 5.0)
-    _stop_leftovers(rec, min(grace, 2.0), only_plugins=False)
+    outcome = procs.terminate(rec.pid, rec.create_time, rec.cmdline, grace)
+    if outcome in ("stopped", "killed"):
+        _stop_leftovers(rec, min(grace, 2.0), only_plugins=False)
+    elif rec.create_time:
+        _stop_leftovers(rec, min(grace, 2.0), only_plugins=True)
     return outcome
-
-
-def _pid_taken(rec: AgentRecord) -> bool:
-    return psutil.pid_exists(rec.pid) and _process(rec) is None and not _is_zombie(rec.pid)
-
-
-def _is_zombie(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    except psutil.Error:
-        return False
 
 
 def stop_all(cfg: DemoConfig, grace: float = 10.0) -> dict[str, str]:
@@ -423,7 +345,7 @@ def kill_agent(cfg: DemoConfig, name: str, sig: int = signal.SIGKILL) -> AgentRe
     with contextlib.suppress(psutil.NoSuchProcess):
         proc.send_signal(sig)
     if sig in (signal.SIGKILL, signal.SIGTERM):
-        _wait_gone(rec, 10.0)
+        procs.wait_gone(rec.pid, rec.create_time, rec.cmdline, 10.0)
     return rec
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -22,6 +21,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from ecsdemo import procs
 from ecsdemo.errors import EcsdemoError
 from ecsdemo.progress import Reporter
 from ecsdemo.state import StateDir
@@ -119,36 +119,11 @@ def start_moto(log_path: Path, port: int | None = None, timeout: float = 30.0) -
 
 # --- THE local endpoint of a state directory -------------------------------------------------------
 
-def _pid_alive(pid: int) -> bool:
-    """True when `pid` is a live (not zombie) process."""
-    try:
-        os.waitpid(pid, os.WNOHANG)   # reap it if it is our own exited child
-    except ChildProcessError:
-        pass
-    except OSError:
-        pass
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        return stat.rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
-
-
-def _is_our_server(pid: int, port: int) -> bool:
-    """True when `pid` is alive and (where /proc can tell) is a moto server on `port`, not a reused pid."""
-    if not _pid_alive(pid):
-        return False
-    try:
-        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except OSError:
-        return True   # no /proc (macOS): trust the pid, the URL health check confirms it
-    return b"moto.server" in argv and str(port).encode() in argv
+def _process(rec: dict):
+    """The recorded moto server if it is still the process ecsdemo started (never a reused pid)."""
+    if not isinstance(rec.get("create_time"), (int, float)) or not isinstance(rec.get("cmdline"), list):
+        return None   # a record without the process's identity: nothing we may signal
+    return procs.find(rec["pid"], rec["create_time"], rec["cmdline"])
 
 
 def _read_record(state: StateDir) -> dict | None:
@@ -170,7 +145,7 @@ def local_endpoint_status(state: StateDir) -> dict | None:
     rec = _read_record(state)
     if rec is None:
         return None
-    running = _is_our_server(rec["pid"], rec["port"])
+    running = _process(rec) is not None
     return {**rec, "running": running, "healthy": running and is_healthy(rec["url"])}
 
 
@@ -194,6 +169,7 @@ def ensure_local_endpoint(state: StateDir, reporter: Reporter) -> str:
     with reporter.step("Starting the local AWS endpoint (moto server)"):
         proc = start_moto(log_path)
         state.write_json(LOCAL_FILE, {"pid": proc.pid, "port": proc.port, "url": proc.url, "log": str(log_path),
+                                      "create_time": procs.track(proc.proc), "cmdline": list(proc.proc.args),
                                       "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
     reporter.info(f"local AWS endpoint at {proc.url} (pid {proc.pid}, log {log_path})")
     return proc.url
@@ -208,31 +184,7 @@ def stop_local_endpoint(state: StateDir, timeout: float = 10.0) -> bool:
     if rec is None:
         return False
     stopped = False
-    pid = rec["pid"]
-    if _is_our_server(pid, rec["port"]):
-        _signal_group(pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        while _pid_alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        if _pid_alive(pid):
-            _signal_group(pid, signal.SIGKILL)
-            deadline = time.monotonic() + 5
-            while _pid_alive(pid) and time.monotonic() < deadline:
-                time.sleep(0.05)
-        stopped = True
+    if _process(rec) is not None:
+        stopped = procs.terminate(rec["pid"], rec["create_time"], rec["cmdline"], timeout) in ("stopped", "killed")
     state.remove(LOCAL_FILE)
     return stopped
-
-
-def _signal_group(pid: int, sig: int) -> None:
-    """Signal the server's process group (it was started as a session leader), else the process itself."""
-    try:
-        if os.getpgid(pid) == pid:
-            os.killpg(pid, sig)
-            return
-    except OSError:
-        pass
-    try:
-        os.kill(pid, sig)
-    except ProcessLookupError:
-        pass

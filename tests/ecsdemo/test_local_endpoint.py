@@ -9,9 +9,10 @@ import sys
 import time
 
 import boto3
+import psutil
 import pytest
 
-from ecsdemo import local
+from ecsdemo import local, procs
 from ecsdemo.errors import EcsdemoError
 from ecsdemo.progress import RecordingReporter
 
@@ -19,7 +20,8 @@ from ecsdemo.progress import RecordingReporter
 def _wait_dead(pid: int, timeout: float = 10) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if not local._pid_alive(pid):
+        procs.reap(pid)
+        if not psutil.pid_exists(pid) or procs.is_zombie(pid):
             return True
         time.sleep(0.05)
     return False
@@ -94,13 +96,18 @@ def test_a_reused_pid_is_never_signalled(state):
     """A record whose pid now belongs to another program: not ours, so status says not running and stop
     leaves that program alone."""
     other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    moto_argv = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", "1"]
+    started = psutil.Process(other.pid).create_time()
     try:
-        state.write_json(local.LOCAL_FILE, {"pid": other.pid, "port": 1, "url": "http://127.0.0.1:1",
-                                            "log": "x", "started_at": "then"})
-        status = local.local_endpoint_status(state)
-        assert status["running"] is False and status["healthy"] is False
-        assert local.stop_local_endpoint(state) is False
-        assert other.poll() is None                          # still alive
+        for identity in ({"create_time": started - 3600, "cmdline": moto_argv},       # another start time
+                         {"create_time": started, "cmdline": moto_argv},              # another program
+                         {}):                                                          # no identity recorded
+            state.write_json(local.LOCAL_FILE, {"pid": other.pid, "port": 1, "url": "http://127.0.0.1:1",
+                                                "log": "x", "started_at": "then", **identity})
+            status = local.local_endpoint_status(state)
+            assert status["running"] is False and status["healthy"] is False
+            assert local.stop_local_endpoint(state) is False
+            assert other.poll() is None                          # still alive
     finally:
         other.kill()
         other.wait()
