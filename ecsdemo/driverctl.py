@@ -426,12 +426,11 @@ class PluginProcess:
 
 def launcher_text(python: str | None = None) -> str:
     python = python or sys.executable
-    # -P (3.11+): the agent's working directory must not shadow the installed `driver` package.
-    safe_path = " -P" if sys.version_info >= (3, 11) else ""
+    # -P: the agent's working directory must not shadow the installed `driver` package.
     return ("#!/bin/sh\n"
             f"# {PLUGIN_NAME}: the ECS task driver plugin for Nomad, written by `ecsdemo driver install`.\n"
             "# It runs the plugin with the Python environment ecsdemo is installed in.\n"
-            f"exec {shlex.quote(python)}{safe_path} -m driver.main \"$@\"\n")
+            f"exec {shlex.quote(python)} -P -m driver.main \"$@\"\n")
 
 
 def install_launcher(plugin_dir: Path) -> Path:
