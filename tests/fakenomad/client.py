@@ -221,7 +221,7 @@ class SimClient:
                 self._fail(aid, name, "the fake Nomad was given no task runtime")
                 return
             handle = ((alloc.get("TaskStates") or {}).get(name) or {}).get("TaskHandle")
-            arn = self.runtime.recover(handle) if handle else None
+            arn = self.runtime.recover(handle, alloc, task) if handle else None
             try:
                 if arn is None:
                     handle, arn = self.runtime.start(alloc, task)
@@ -291,7 +291,11 @@ class SimClient:
                     return
                 arn = decode_driver_state(ts["TaskHandle"]["DriverState"]).get("task_arn")
                 if detach:
-                    self._log(aid, name, f"detached from ECS task {arn}; it keeps running")
+                    try:
+                        self.runtime.detach(ts["TaskHandle"], aid, name)
+                        self._log(aid, name, f"detached from ECS task {arn}; it keeps running")
+                    except Exception as exc:  # the kill still completes; record why
+                        self._log(aid, name, f"failed to detach from ECS task {arn}: {exc}")
                 else:
                     try:
                         self.runtime.stop(ts["TaskHandle"], aid, name)

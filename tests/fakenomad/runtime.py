@@ -101,8 +101,9 @@ class EcsRuntime:
         tasks = self._ecs().describe_tasks(cluster=self.cluster, tasks=[arn]).get("tasks") or []
         return tasks[0].get("lastStatus") if tasks else None
 
-    def recover(self, handle: dict) -> str | None:
-        """Re-attach to the handle's task; its ARN, or None when it cannot (the client then starts anew)."""
+    def recover(self, handle: dict, alloc: dict | None = None, task: dict | None = None) -> str | None:
+        """Re-attach to the handle's task for (the replacement) `alloc`'s `task`; its ARN, or None when it
+        cannot (the client then starts anew)."""
         if self.recover_starts_new:
             return None
         try:
@@ -111,6 +112,9 @@ class EcsRuntime:
         except Exception:
             return None
         return arn if status not in (None, "STOPPED") else None
+
+    def detach(self, handle: dict, alloc_id: str, task_name: str) -> None:
+        """DETACH kill (drain, lost alloc): the driver forgets the task and leaves ECS alone; nothing to do here."""
 
     def stop(self, handle: dict, alloc_id: str, task_name: str) -> None:
         """Normal kill: StopTask, then wait for STOPPED."""
