@@ -82,6 +82,10 @@ def test_all_scenarios_through_the_real_plugin(plugin_demo):
     assert any("detached from ECS task" in line for line in runtime.task_output(first["ID"], TASK_NAME))
     assert any(line.endswith(f"recovered ECS task {arn} (cluster {demo.ecs.cluster}); monitoring resumes")
                for line in runtime.task_output(recovered[0]["alloc_id"], TASK_NAME))
+    # the plugins' own logs (hclog JSON on stderr, every line parsed) say the same, with no warning or error
+    logs = {n.node_id: n.host.logs() for n in runtime.nodes.values()}
+    assert not [(nid, r) for nid, lines in logs.items() for r in lines if r["@level"] not in ("info", "debug", "trace")]
+    assert all(any(r["@message"].startswith("Detached from ECS task") for r in lines) for lines in logs.values())
     # three allocations held it, each under its own task id (a replacement's RecoverTask uses a new one)
     assert len({e["task_id"] for e in events}) == 3
     assert all(e["task_id"].startswith(f"{e['alloc_id']}/{TASK_NAME}/") for e in events)

@@ -138,8 +138,12 @@ class PluginRuntime:
                 for h in launched:
                     h.kill()
                 raise RuntimeError_(f"failed to launch the driver plugin: {exc}") from None
-            self.nodes[node_id] = node
-            return node
+            with self._lock:
+                if not self._closed:
+                    self.nodes[node_id] = node
+                    return node
+            node.close()  # closed while launching: leave nothing running
+            raise RuntimeError_("the plugin runtime is closed")
 
     def close(self) -> None:
         """Shut every plugin process down (Shutdown, then SIGKILL); the ECS tasks are left as they are."""
@@ -147,7 +151,10 @@ class PluginRuntime:
             self._closed = True
             nodes = list(self.nodes.values())
         for node in nodes:
-            node.close()
+            try:
+                node.close()
+            except Exception:  # noqa: BLE001 - close() kills every launch regardless; go on with the others
+                pass
 
     # --- task config ---------------------------------------------------------------------------------
     def _task_config(self, alloc: dict, task: dict, driver_config: bytes = b"") -> driver_pb2.TaskConfig:
