@@ -53,7 +53,6 @@ class NodePlugin:
     node_id: str
     host: PluginHost
     launches: list[PluginHost]
-    task_schema: object
     events: list[dict] = field(default_factory=list)          # TaskEvents, as dicts
     health: list[str] = field(default_factory=list)           # Fingerprint health states, in order
     _streams: list = field(default_factory=list)
@@ -130,9 +129,7 @@ class PluginRuntime:
                 host.start(timeout=30)
                 return host
             try:
-                started = agent_start(launch, self.config)
-                schema = started.host.task_config_schema()
-                node = NodePlugin(node_id, started.host, launched, schema)
+                node = NodePlugin(node_id, agent_start(launch, self.config).host, launched)
                 node.follow()
             except Exception as exc:
                 for h in launched:
@@ -186,7 +183,7 @@ class PluginRuntime:
     def start(self, alloc: dict, task: dict) -> tuple[dict, str]:
         """StartTask. Returns (TaskHandle as Nomad's API shows it, task ARN)."""
         node = self.plugin(alloc["NodeID"])
-        try:
+        try:  # TaskConfigSchema, then the config encoded against it (as each TaskRunner does)
             body = node.host.encode_task_config(task.get("Config"))
         except Exception as exc:  # CtyError: Nomad reports these before the plugin sees anything
             raise RuntimeError_(f"failed to decode the task config: {exc}") from None
