@@ -268,13 +268,17 @@ class NomadHandler(_Base):
                       lambda: [views.node_stub(cl, n, resources) for n in
                                sorted(cl.nodes.values(), key=lambda n: n["ID"]) if n["ID"].startswith(prefix)])
 
-    def node(self, method, body, node_id):
+    def _read_object(self, method, kind: str, table: str, objects: dict, obj_id: str, view) -> None:
+        """GET of one object: 404 "<kind> not found" with the table index, else a blocking read on its ModifyIndex."""
         self._only(method, "GET")
         cl = self.fake.cluster
         with cl.cond:
-            if node_id not in cl.nodes:
-                raise _Reply(404, b"node not found", index=cl.tables["nodes"])
-        self.blocking(lambda: cl.nodes[node_id]["ModifyIndex"], lambda: views.node_full(cl, cl.nodes[node_id]))
+            if obj_id not in objects:
+                raise _Reply(404, f"{kind} not found".encode(), index=cl.tables[table])
+        self.blocking(lambda: objects[obj_id]["ModifyIndex"], lambda: view(cl, objects[obj_id]))
+
+    def node(self, method, body, node_id):
+        self._read_object(method, "node", "nodes", self.fake.cluster.nodes, node_id, views.node_full)
 
     def drain(self, method, body, node_id):
         self._only(method, "POST", "PUT")
@@ -375,20 +379,10 @@ class NomadHandler(_Base):
             if d["JobID"] == job_id])
 
     def allocation(self, method, body, alloc_id):
-        self._only(method, "GET")
-        cl = self.fake.cluster
-        with cl.cond:
-            if alloc_id not in cl.allocs:
-                raise _Reply(404, b"alloc not found", index=cl.tables["allocs"])
-        self.blocking(lambda: cl.allocs[alloc_id]["ModifyIndex"], lambda: views.alloc_full(cl, cl.allocs[alloc_id]))
+        self._read_object(method, "alloc", "allocs", self.fake.cluster.allocs, alloc_id, views.alloc_full)
 
     def evaluation(self, method, body, eval_id):
-        self._only(method, "GET")
-        cl = self.fake.cluster
-        with cl.cond:
-            if eval_id not in cl.evals:
-                raise _Reply(404, b"eval not found", index=cl.tables["evals"])
-        self.blocking(lambda: cl.evals[eval_id]["ModifyIndex"], lambda: views.eval_full(cl, cl.evals[eval_id]))
+        self._read_object(method, "eval", "evals", self.fake.cluster.evals, eval_id, views.eval_full)
 
     def eval_allocations(self, method, body, eval_id):
         self._only(method, "GET")
