@@ -13,7 +13,8 @@ Errors are `EcsdemoError`s: `NomadUnavailable` (nothing answers at the address; 
 hint) and `NomadAPIError` (Nomad answered with an error status; carries the status, Nomad's plain-text
 message and the path). Reads of a single object return None on 404 where noted.
 
-Pure helpers for Nomad's JSON: `task_arn`, `decode_driver_state`, `node_ecs_driver`, `live_allocation`.
+Pure helpers for Nomad's JSON: `task_arn`, `decode_driver_state`, `node_draining`, `node_ecs_driver`,
+`live_allocation`.
 """
 
 from __future__ import annotations
@@ -111,6 +112,12 @@ def task_arn(alloc_or_stub: dict, task_name: str) -> str | None:
         return None
     arn = decoded.get("task_arn") or decoded.get("ARN")
     return arn if isinstance(arn, str) and arn else None
+
+
+def node_draining(node_or_stub: dict) -> bool:
+    """True while a drain is in force. The full node (`GET /v1/node/:id`) carries only `DrainStrategy` (null when
+    not draining); the list stubs (`GET /v1/nodes`) carry the `Drain` bool. Either shape works here."""
+    return node_or_stub.get("DrainStrategy") is not None or bool(node_or_stub.get("Drain"))
 
 
 def node_ecs_driver(node_or_stub: dict, driver: str = ECS_DRIVER) -> tuple[bool, bool, str]:

@@ -24,11 +24,11 @@ def _client(cfg: DemoConfig, timeout: float):
 
 def node_summary(node: dict) -> dict:
     """One node (stub) as ecsdemo shows it."""
-    from ecsdemo.nomad import node_ecs_driver
+    from ecsdemo.nomad import node_draining, node_ecs_driver
 
     detected, healthy, description = node_ecs_driver(node)
     return {"id": node.get("ID"), "name": node.get("Name"), "status": node.get("Status"),
-            "eligibility": node.get("SchedulingEligibility"), "drain": bool(node.get("Drain")),
+            "eligibility": node.get("SchedulingEligibility"), "drain": node_draining(node),
             "ecs_driver": "healthy" if (detected and healthy) else (description or "not detected")}
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
-from ecsdemo.nomad import TERMINAL_CLIENT_STATUSES, node_ecs_driver
+from ecsdemo.nomad import TERMINAL_CLIENT_STATUSES, node_draining, node_ecs_driver
 from ecsdemo.scenarios.model import Check
 
 STOP_REASON_PREFIX = "Stopped by Nomad"
@@ -73,14 +73,14 @@ def ecs_driver_healthy(node: dict, driver: str = "ecs") -> bool:
 def is_schedulable(node: dict, driver: str = "ecs") -> bool:
     """Ready, eligible, not draining, with a healthy `driver`: a replacement can be placed here."""
     return (node.get("Status") == "ready" and node.get("SchedulingEligibility") == "eligible"
-            and not node.get("Drain") and ecs_driver_healthy(node, driver))
+            and not node_draining(node) and ecs_driver_healthy(node, driver))
 
 
 def node_summary(node: dict | None) -> dict | None:
     if node is None:
         return None
     return {"id": node.get("ID"), "name": node.get("Name"), "status": node.get("Status"),
-            "eligibility": node.get("SchedulingEligibility"), "drain": bool(node.get("Drain"))}
+            "eligibility": node.get("SchedulingEligibility"), "drain": node_draining(node)}
 
 
 def node_label(node: dict | None, node_id: str | None = None) -> str:
@@ -209,7 +209,7 @@ def describe_wait_state(alloc: dict | None, node: dict | None) -> str:
     parts = []
     if node is not None:
         parts.append(f"node {node_label(node)} is {node.get('Status')}, {node.get('SchedulingEligibility')}"
-                     + (", draining" if node.get("Drain") else ""))
+                     + (", draining" if node_draining(node) else ""))
     if alloc is not None:
         parts.append(f"allocation {short(alloc.get('ID'))} is {alloc.get('DesiredStatus')}/{alloc.get('ClientStatus')}"
                      + (f" ({alloc['DesiredDescription']})" if alloc.get("DesiredDescription") else ""))

@@ -110,7 +110,7 @@ def ensure_other_eligible(env: ScenarioEnv, res: ScenarioResult, node_id: str) -
     if ready:
         return ready[0]
     fixable = [n for n in others if n.get("Status") == "ready" and checks.ecs_driver_healthy(n)
-               and (n.get("SchedulingEligibility") != "eligible" or n.get("Drain"))]
+               and (n.get("SchedulingEligibility") != "eligible" or checks.node_draining(n))]
     if not fixable:
         seen = ", ".join(f"{checks.node_label(n)} {n.get('Status')}" for n in others) or "none"
         raise ScenarioAbort("no other client can take the allocation (other nodes: " + seen + ")",

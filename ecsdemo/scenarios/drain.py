@@ -53,9 +53,9 @@ def run_undrain(env: ScenarioEnv, res: ScenarioResult, node_id: str) -> None:
     with env.step(res, f"Disable the drain on {checks.node_label(before)}"):
         env.nomad.undrain(node_id)
     after = get_node(env, node_id)
-    res.check("node eligible again", after.get("SchedulingEligibility") == "eligible" and not after.get("Drain"),
+    res.check("node eligible again", after.get("SchedulingEligibility") == "eligible" and not checks.node_draining(after),
               f"{checks.node_label(after)} is {after.get('SchedulingEligibility')}"
-              + (", still draining" if after.get("Drain") else ""),
+              + (", still draining" if checks.node_draining(after) else ""),
               checks.node_summary(before), checks.node_summary(after))
     running_after = checks.running_allocations(env.nomad.job_allocations(env.job_id))
     ids_before = sorted(a["ID"] for a in running_before)

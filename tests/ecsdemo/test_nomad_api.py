@@ -13,7 +13,7 @@ import pytest
 from ecsdemo.errors import EcsdemoError
 from ecsdemo.local import free_port
 from ecsdemo.nomad import (NomadAPIError, NomadClient, NomadUnavailable, decode_driver_state, iter_log_frames,
-                           live_allocation, node_ecs_driver, task_arn)
+                           live_allocation, node_draining, node_ecs_driver, task_arn)
 from tests.fakenomad import FakeNomad, Timings
 from tests.fakenomad.fixtures import ecs_demo, fake_nomad, nomad_cluster  # noqa: F401
 
@@ -56,6 +56,14 @@ def test_live_allocation_and_node_driver_helpers():
     node = {"Drivers": {"ecs": {"Detected": True, "Healthy": False, "HealthDescription": "no credentials"}}}
     assert node_ecs_driver(node) == (True, False, "no credentials")
     assert node_ecs_driver({"Drivers": {}})[0] is False
+
+
+def test_node_draining_reads_the_full_node_and_the_stub():
+    # GET /v1/node/:id has DrainStrategy and no Drain key; GET /v1/nodes stubs have the Drain bool.
+    assert node_draining({"DrainStrategy": {"Deadline": 3600, "ForceDeadline": None}}) is True
+    assert node_draining({"DrainStrategy": None}) is False
+    assert node_draining({"Drain": True}) is True
+    assert node_draining({"Drain": False}) is False
 
 
 def test_iter_log_frames_handles_split_frames_and_heartbeats():
