@@ -10,6 +10,7 @@ from rich.markup import escape
 
 from ecsdemo import __version__
 from ecsdemo.commands import driver, infra, lifecycle, scenario
+from ecsdemo.commands import watch as watch_cmd
 from ecsdemo.console import err_console
 from ecsdemo.errors import EcsdemoError
 
@@ -41,6 +42,7 @@ def _root(
 
 lifecycle.register(app)
 scenario.register(app)
+watch_cmd.register(app)
 infra.register(app)
 app.add_typer(infra.infra_app, name="infra")
 app.add_typer(infra.local_app, name="local")

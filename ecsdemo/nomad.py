@@ -285,6 +285,14 @@ class NomadClient:
     def nodes(self) -> list[dict]:
         return self._call("/v1/nodes", self._api.nodes.get_nodes)
 
+    def wait_nodes(self, index: int, wait_s: float = 10) -> tuple[list[dict], int]:
+        """Blocking query on the node list: (stubs, X-Nomad-Index) once the nodes table changes after
+        `index`, or after about `wait_s` seconds (index=0 returns at once)."""
+        wait_s = max(1, int(round(wait_s)))
+        resp = self._request(self._api.nodes, params={"index": int(index), "wait": f"{wait_s}s"},
+                             timeout=wait_s * 17 / 16 + self.timeout)
+        return self._json(resp, "/v1/nodes") or [], int(resp.headers.get("X-Nomad-Index", 0))
+
     def node(self, node_id: str) -> dict | None:
         """The full node, or None when Nomad does not know it."""
         try:

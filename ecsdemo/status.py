@@ -59,10 +59,8 @@ def ecs_summary(tasks: list[dict], allocs: list[dict] | None) -> list[dict]:
     return out
 
 
-def collect(cfg: DemoConfig, timeout: float = 5.0, ecs_client: Any = None) -> dict:
-    """Everything `status` shows, as JSON-ready data."""
-    from ecsdemo.nomad import NomadAPIError, NomadUnavailable
-
+def describe_demo(cfg: DemoConfig) -> dict[str, Any]:
+    """Where the demo is and which agents ecsdemo started (no network call but the local endpoint's health)."""
     data: dict[str, Any] = {"state_dir": str(cfg.state_dir), "mode": "local" if cfg.local else "aws",
                             "region": cfg.region, "nomad_address": cfg.server_address,
                             "ui": f"{cfg.server_address}/ui"}
@@ -72,29 +70,65 @@ def collect(cfg: DemoConfig, timeout: float = 5.0, ecs_client: Any = None) -> di
         from ecsdemo import local
 
         data["endpoint"] = local.local_endpoint_status(cfg.state)
+    return data
 
-    data["nodes"], data["allocations"], data["nomad_error"] = [], None, None
+
+def nomad_part(nodes: list[dict] | None, allocs: list[dict] | None, error: str | None) -> dict[str, Any]:
+    """The Nomad side of the view from raw node stubs and the job's allocation stubs."""
+    if error:
+        return {"nodes": [], "allocations": None, "nomad_error": error}
+    return {"nodes": [node_summary(n) for n in sorted(nodes or [], key=lambda n: n.get("Name") or "")],
+            "allocations": [alloc_summary(a) for a in allocs or []], "nomad_error": None}
+
+
+def ecs_unreachable(cfg: DemoConfig, endpoint: dict | None) -> str | None:
+    """Why ECS cannot be asked at all (local endpoint down), else None."""
+    if aws.reachable(cfg):
+        return None
+    return ("the local AWS endpoint is not answering" + (f" at {endpoint['url']}" if endpoint else "")
+            + ": run `ecsdemo up --local` (or `ecsdemo local start`)")
+
+
+def fetch_ecs_tasks(cfg: DemoConfig, client: Any = None, also: Any = ()) -> list[dict]:
+    """The cluster's tasks that run or are stopping, plus those named in `also` whatever their status
+    (one ListTasks per desired status, then DescribeTasks in batches of 100)."""
+    client = client or aws.ecs_client(cfg)
+    tasks = aws.cluster_tasks(cfg, None, client=client)
+    listed = {t.get("taskArn") for t in tasks}
+    missing = [a for a in also if a and a not in listed]
+    if missing:
+        tasks += aws.describe(client, aws.cluster_name(cfg), missing)
+    keep = set(also)
+    return [t for t in tasks if t.get("desiredStatus") == "RUNNING" or t.get("lastStatus") != "STOPPED"
+            or t.get("taskArn") in keep]
+
+
+def ecs_part(tasks: list[dict] | None, error: str | None, allocs: list[dict] | None) -> dict[str, Any]:
+    """The ECS side of the view; orphans are tasks no live allocation owns."""
+    rows = [] if error else ecs_summary(tasks or [], allocs)
+    return {"ecs_tasks": rows, "ecs_error": error, "orphans": [t["arn"] for t in rows if t["orphan"]]}
+
+
+def collect(cfg: DemoConfig, timeout: float = 5.0, ecs_client: Any = None) -> dict:
+    """Everything `status` shows, as JSON-ready data."""
+    from ecsdemo.nomad import NomadAPIError, NomadUnavailable
+
+    data = describe_demo(cfg)
+    nodes = allocs = error = None
     try:
         api = _client(cfg, timeout)
-        data["nodes"] = [node_summary(n) for n in sorted(api.nodes(), key=lambda n: n.get("Name") or "")]
-        data["allocations"] = [alloc_summary(a) for a in api.job_allocations(JOB_ID)]
+        nodes, allocs = api.nodes(), api.job_allocations(JOB_ID)
     except (NomadUnavailable, NomadAPIError) as exc:
-        data["nomad_error"] = exc.message
+        error = exc.message
+    data.update(nomad_part(nodes, allocs, error))
 
-    data["ecs_tasks"], data["ecs_error"] = [], None
-    endpoint = data.get("endpoint")
-    if not aws.reachable(cfg):
-        data["ecs_error"] = ("the local AWS endpoint is not answering" + (f" at {endpoint['url']}" if endpoint else "")
-                             + ": run `ecsdemo up --local` (or `ecsdemo local start`)")
-        data["orphans"] = []
-        return data
-    try:
-        tasks = aws.cluster_tasks(cfg, "RUNNING", client=ecs_client) + \
-            [t for t in aws.cluster_tasks(cfg, "STOPPED", client=ecs_client) if t.get("lastStatus") != "STOPPED"]
-        data["ecs_tasks"] = ecs_summary(tasks, data["allocations"])
-    except EcsdemoError as exc:
-        data["ecs_error"] = exc.message
-    data["orphans"] = [t["arn"] for t in data["ecs_tasks"] if t["orphan"]]
+    tasks, ecs_error = None, ecs_unreachable(cfg, data.get("endpoint"))
+    if ecs_error is None:
+        try:
+            tasks = fetch_ecs_tasks(cfg, ecs_client)
+        except EcsdemoError as exc:
+            ecs_error = exc.message
+    data.update(ecs_part(tasks, ecs_error, data["allocations"]))
     return data
 
 

@@ -23,3 +23,15 @@ TfPluginDirOpt = Annotated[Optional[Path], typer.Option(
     "--tf-plugin-dir", envvar="ECSDEMO_TF_PLUGIN_DIR", file_okay=False,
     help="A local Terraform provider mirror holding hashicorp/aws (e.g. /opt/tf-plugins), for machines without "
          "registry access: `terraform init` then never contacts the registry.", show_default=False)]
+WideOpt = Annotated[bool, typer.Option("--wide", help="Full IDs and ECS task ARNs (wider than 80 columns).")]
+ReleasesUrlOpt = Annotated[Optional[str], typer.Option(
+    "--releases-url", envvar="ECSDEMO_RELEASES_URL", show_default=False,
+    help="Where HashiCorp binaries come from: a mirror laid out like releases.hashicorp.com, http(s):// or "
+         "file:// (for machines without internet). (default: https://releases.hashicorp.com)")]
+ReleasesKeyOpt = Annotated[Optional[Path], typer.Option(
+    "--releases-key", envvar="ECSDEMO_RELEASES_KEY", dir_okay=False, show_default=False,
+    help="The armored OpenPGP public key that signs the mirror's SHA256SUMS files. (default: HashiCorp's "
+         "release key, shipped with ecsdemo)")]
+NoInstallOpt = Annotated[bool, typer.Option(
+    "--no-install", help="Never download nomad or terraform: use only ECSDEMO_NOMAD_BIN / ECSDEMO_TERRAFORM, "
+                         "PATH and binaries already in ecsdemo's cache.")]

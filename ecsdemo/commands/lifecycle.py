@@ -9,7 +9,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from ecsdemo.commands.common import JsonOpt, ModeOpt, RegionOpt, StateDirOpt, TfPluginDirOpt
+from ecsdemo.commands.common import JsonOpt, ModeOpt, RegionOpt, StateDirOpt, TfPluginDirOpt, WideOpt
 from ecsdemo.console import RichReporter, console
 
 ClientsOpt = Annotated[Optional[int], typer.Option("--clients", min=1, max=9, help="Number of Nomad clients. "
@@ -85,8 +85,8 @@ def register(app: typer.Typer) -> None:
                       "[bold]ecsdemo run-scenario all[/bold]")
 
     @app.command()
-    def status(json: JsonOpt = False, state_dir: StateDirOpt = None) -> None:
-        """One view of the demo: agents, nodes (status, eligibility, drain, ecs driver), the job's allocations (with the ECS task ARN from their task handle) and the cluster's ECS tasks, with orphans (no live allocation owns them) flagged."""
+    def status(json: JsonOpt = False, wide: WideOpt = False, state_dir: StateDirOpt = None) -> None:
+        """One view of the demo: agents, nodes (status, eligibility, drain, ecs driver), the job's allocations (with the ECS task from their task handle) and the cluster's ECS tasks, with orphans (no live allocation owns them) flagged. The same layout as `ecsdemo watch`; IDs are shortened to 8 characters and ECS tasks shown by task id unless --wide."""
         from ecsdemo import lifecycle
         from ecsdemo import status as status_view
 
@@ -95,7 +95,7 @@ def register(app: typer.Typer) -> None:
         if json:
             _json(data)
         else:
-            print_status(data)
+            print_status(data, wide)
 
     @app.command()
     def logs(alloc: Annotated[Optional[str], typer.Argument(
@@ -136,59 +136,14 @@ def register(app: typer.Typer) -> None:
                       + ("" if keep_infra else f", infrastructure {'destroyed' if result.infra_destroyed else 'already gone'}"))
 
 
-def print_nodes(nodes: list[dict]) -> None:
-    table = Table(box=None, pad_edge=False, header_style="bold", title="Nodes", title_justify="left")
-    for col in ("name", "id", "status", "eligibility", "drain", "ecs driver"):
-        table.add_column(col, overflow="fold")
-    for n in nodes:
-        driver = n["ecs_driver"]
-        table.add_row(n["name"] or "-", (n["id"] or "")[:8], n["status"] or "-", n["eligibility"] or "-",
-                      "yes" if n["drain"] else "no",
-                      f"[green]{driver}[/green]" if driver == "healthy" else f"[red]{driver}[/red]")
-    console.print(table)
+def print_nodes(nodes: list[dict], wide: bool = False) -> None:
+    from ecsdemo import views
+
+    console.print(views.nodes_table(nodes, wide))
 
 
-def print_status(data: dict) -> None:
-    console.print(f"[bold]Demo[/bold] in {data['state_dir']} ({data['mode']}, {data['region']}); "
-                  f"Nomad {data['nomad_address']}")
-    endpoint = data.get("endpoint")
-    if data["mode"] == "local":
-        console.print("local AWS endpoint: " + (f"{endpoint['url']} ({'healthy' if endpoint['healthy'] else 'NOT answering'})"
-                                                if endpoint else "not started"))
-    if data["agents"]:
-        table = Table(box=None, pad_edge=False, header_style="bold", title="Agents", title_justify="left")
-        for col in ("name", "pid", "status", "http", "log"):
-            table.add_column(col, overflow="fold")
-        for a in data["agents"]:
-            st = a["status"]
-            table.add_row(a["name"], str(a["pid"]), f"[green]{st}[/green]" if st == "running" else f"[red]{st}[/red]",
-                          a["http"], a["log"])
-        console.print(table)
-    else:
-        console.print("no Nomad agents recorded")
-    if data["nomad_error"]:
-        console.print(f"[red]Nomad:[/red] {escape(data['nomad_error'])}", soft_wrap=True)
-    else:
-        print_nodes(data["nodes"])
-        allocs = data["allocations"] or []
-        table = Table(box=None, pad_edge=False, header_style="bold", title="Allocations of the demo job",
-                      title_justify="left")
-        for col in ("id", "node", "desired", "status", "version", "ECS task ARN"):
-            table.add_column(col, overflow="fold")
-        for a in allocs:
-            table.add_row(a["id"][:8], a["node"] or "-", a["desired_status"] or "-", a["client_status"] or "-",
-                          str(a["job_version"]), a["task_arn"] or "-")
-        console.print(table if allocs else "no allocations (run `ecsdemo run`)")
-    if data["ecs_error"]:
-        console.print(f"[red]ECS:[/red] {escape(data['ecs_error'])}", soft_wrap=True)
-        return
-    table = Table(box=None, pad_edge=False, header_style="bold", title="ECS tasks in the cluster", title_justify="left")
-    for col in ("ARN", "status", "task definition", "owner", ""):
-        table.add_column(col, overflow="fold")
-    for t in data["ecs_tasks"]:
-        flag = "[red]ORPHAN[/red]" if t["orphan"] else ("" if t["orphan"] is False else "?")
-        table.add_row(t["arn"], t["last_status"] or "-", t["task_definition"], (t["owner"] or "-")[:8], flag)
-    console.print(table if data["ecs_tasks"] else "no ECS tasks running")
-    if data["orphans"]:
-        console.print(f"[red]{len(data['orphans'])} orphan ECS task(s)[/red]: no live allocation owns them; "
-                      "`ecsdemo teardown` stops them")
+def print_status(data: dict, wide: bool = False) -> None:
+    """The status layout `ecsdemo watch` also uses (ecsdemo.views), at any terminal width."""
+    from ecsdemo import views
+
+    console.print(views.status_view(data, wide))
