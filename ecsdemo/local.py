@@ -5,13 +5,16 @@ This module starts, configures and health-checks the process. Local mode (`ecsde
 
 THE local endpoint of a demo is recorded in the state directory (`local.json`: pid, port, URL, log
 path, start time); `ensure_local_endpoint`, `stop_local_endpoint` and `local_endpoint_status` manage it.
-The process runs in its own session, so it outlives the command that started it.
+The process runs in its own session, so it outlives the command that started it. `paused_local_endpoint`
+makes it stop answering for a while (SIGSTOP, then SIGCONT: the outage scenario), always resuming it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -20,6 +23,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 from ecsdemo import procs
 from ecsdemo.errors import EcsdemoError
@@ -140,13 +144,23 @@ def _read_record(state: StateDir) -> dict | None:
 def local_endpoint_status(state: StateDir) -> dict | None:
     """The recorded local endpoint with its live status, or None when none was ever started here.
 
-    Keys: pid, port, url, log, started_at (as recorded), running (the process exists), healthy (it answers).
+    Keys: pid, port, url, log, started_at (as recorded), running (the process exists), paused (it is
+    stopped by SIGSTOP), healthy (it answers).
     """
     rec = _read_record(state)
     if rec is None:
         return None
-    running = _process(rec) is not None
-    return {**rec, "running": running, "healthy": running and is_healthy(rec["url"])}
+    proc = _process(rec)
+    paused = proc is not None and _is_paused(proc)
+    return {**rec, "running": proc is not None, "paused": paused,
+            "healthy": proc is not None and not paused and is_healthy(rec["url"])}
+
+
+def record_endpoint(state: StateDir, proc: MotoProcess, log_path: Path) -> None:
+    """Record `proc` as THE local endpoint of `state`, with the identity that lets ecsdemo signal it later."""
+    state.write_json(LOCAL_FILE, {"pid": proc.pid, "port": proc.port, "url": proc.url, "log": str(log_path),
+                                  "create_time": procs.track(proc.proc), "cmdline": list(proc.proc.args),
+                                  "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
 
 
 def ensure_local_endpoint(state: StateDir, reporter: Reporter) -> str:
@@ -156,6 +170,8 @@ def ensure_local_endpoint(state: StateDir, reporter: Reporter) -> str:
     dead or unresponsive one is cleaned up and replaced by a new server on a free port.
     """
     state.ensure()
+    if resume_local_endpoint(state):
+        reporter.warn("the local AWS endpoint was paused (an interrupted outage scenario?): resumed it")
     status = local_endpoint_status(state)
     if status is not None and status["healthy"]:
         configure(status["url"])
@@ -168,9 +184,7 @@ def ensure_local_endpoint(state: StateDir, reporter: Reporter) -> str:
     log_path = state.logs / LOG_NAME
     with reporter.step("Starting the local AWS endpoint (moto server)"):
         proc = start_moto(log_path)
-        state.write_json(LOCAL_FILE, {"pid": proc.pid, "port": proc.port, "url": proc.url, "log": str(log_path),
-                                      "create_time": procs.track(proc.proc), "cmdline": list(proc.proc.args),
-                                      "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+        record_endpoint(state, proc, log_path)
     reporter.info(f"local AWS endpoint at {proc.url} (pid {proc.pid}, log {log_path})")
     return proc.url
 
@@ -185,6 +199,88 @@ def stop_local_endpoint(state: StateDir, timeout: float = 10.0) -> bool:
         return False
     stopped = False
     if _process(rec) is not None:
+        resume_local_endpoint(state)   # a stopped process would not act on SIGTERM
         stopped = procs.terminate(rec["pid"], rec["create_time"], rec["cmdline"], timeout) in ("stopped", "killed")
     state.remove(LOCAL_FILE)
     return stopped
+
+
+# --- an outage: the endpoint stops answering, then answers again -------------------------------------
+
+def _is_paused(proc) -> bool:
+    import psutil
+
+    try:
+        return proc.status() == psutil.STATUS_STOPPED
+    except psutil.Error:
+        return False
+
+
+def _resume(rec: dict) -> bool:
+    """SIGCONT the recorded process if it is paused and still the one ecsdemo started; True if it was."""
+    import psutil
+
+    proc = _process(rec)
+    if proc is None or not _is_paused(proc):
+        return False
+    with contextlib.suppress(psutil.Error):
+        proc.resume()
+    return True
+
+
+def resume_local_endpoint(state: StateDir) -> bool:
+    """Resume the recorded endpoint if it is paused; True if it was."""
+    rec = _read_record(state)
+    return rec is not None and _resume(rec)
+
+
+class _Signalled(BaseException):
+    """SIGTERM/SIGHUP arrived while the endpoint was paused: unwind (resuming it) like Ctrl-C does."""
+
+
+@contextlib.contextmanager
+def _unwind_on_termination() -> Iterator[None]:
+    """While the body runs, SIGTERM and SIGHUP raise (so `finally` blocks run) instead of ending the
+    process at once; Ctrl-C raises KeyboardInterrupt anyway. Only the main thread can set handlers."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, _frame):
+        raise _Signalled(signum)
+    old = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    except _Signalled as exc:
+        raise SystemExit(128 + exc.args[0]) from None
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+@contextlib.contextmanager
+def paused_local_endpoint(state: StateDir) -> Iterator[dict]:
+    """The recorded local endpoint stops answering (SIGSTOP) for the body of the `with`, then answers again
+    (SIGCONT), also when the body fails, on Ctrl-C, SIGTERM or SIGHUP. Yields the record (pid, url, ...).
+
+    Only the process ecsdemo started is signalled (pid, start time and command line must all match); an
+    `ecsdemo` killed with SIGKILL meanwhile leaves it paused, and the next `ensure_local_endpoint` resumes it.
+    """
+    rec = _read_record(state)
+    proc = _process(rec) if rec is not None else None
+    if proc is None:
+        raise EcsdemoError(f"no local AWS endpoint started by ecsdemo is running for {state.root}",
+                           hint="start it with `ecsdemo up --local` (or `ecsdemo local start`)")
+    import psutil
+
+    with _unwind_on_termination():
+        try:
+            try:
+                proc.suspend()
+            except psutil.Error as exc:
+                raise EcsdemoError(f"cannot pause the local AWS endpoint (pid {rec['pid']}): {exc}") from None
+            yield rec
+        finally:
+            _resume(rec)

@@ -1,10 +1,10 @@
-"""`ecsdemo run-scenario drain|lost-node|update|stop|all`."""
+"""`ecsdemo run-scenario drain|lost-node|client-restart|task-exit|outage|update|stop|all`."""
 
 from __future__ import annotations
 
 import json as jsonlib
 from enum import Enum
-from typing import Annotated, Any
+from typing import Annotated, Any, Optional
 
 import typer
 from rich.markup import escape
@@ -12,12 +12,16 @@ from rich.markup import escape
 from ecsdemo.commands.common import JsonOpt, StateDirOpt
 from ecsdemo.console import RichReporter, console
 from ecsdemo.errors import EcsdemoError
+from ecsdemo.scenarios.env import DEFAULT_OUTAGE_S
 from ecsdemo.state import StateDir
 
 
 class ScenarioName(str, Enum):
     drain = "drain"
     lost_node = "lost-node"
+    client_restart = "client-restart"
+    task_exit = "task-exit"
+    outage = "outage"
     update = "update"
     stop = "stop"
     all = "all"
@@ -25,7 +29,7 @@ class ScenarioName(str, Enum):
 
 # which options make sense with which scenario
 _OPTION_SCENARIOS = {"--keep-drained": ("drain", "all"), "--no-restart": ("lost-node", "all"),
-                     "--revert": ("update", "all")}
+                     "--revert": ("update", "all"), "--for": ("outage", "all")}
 
 
 def register(app: typer.Typer) -> None:
@@ -33,24 +37,32 @@ def register(app: typer.Typer) -> None:
 
     @app.command("run-scenario")
     def run_scenario(
-        scenario: Annotated[ScenarioName, typer.Argument(help="drain, lost-node, update, stop, or all of them in "
-                                                              "the demo's order (drain, undrain, lost-node, update, stop).")],
+        scenario: Annotated[ScenarioName, typer.Argument(
+            help="drain, lost-node, client-restart, task-exit, outage (local mode), update, stop, or all of them in "
+                 "the demo's order (drain, undrain, lost-node, client-restart, task-exit, outage, update, stop).")],
         json: JsonOpt = False,
         timeout: Annotated[float, typer.Option("--timeout", min=1, help="Seconds to wait for each thing Nomad or "
                                                                        "ECS must do (a replacement, a node going down, a task stopping).")] = 120.0,
         keep_drained: Annotated[bool, typer.Option("--keep-drained", help="drain: leave the node drained.")] = False,
         no_restart: Annotated[bool, typer.Option("--no-restart", help="lost-node: leave the killed client stopped.")] = False,
         revert: Annotated[bool, typer.Option("--revert", help="update: go back to the base task definition.")] = False,
+        outage_for: Annotated[Optional[float], typer.Option(
+            "--for", min=1, metavar="SECONDS",
+            help=f"outage: how long the local AWS endpoint stops answering (default {DEFAULT_OUTAGE_S:g}: the "
+                 "plugin fingerprints every 30 s and gives up on an unanswered call after 15 s).")] = None,
         state_dir: StateDirOpt = None,
     ) -> None:
         """Run a demo scenario against the running demo and verify what happened (exit 1 if a check fails,
-        3 if the scenario could not start)."""
+        3 if the scenario could not start).
+
+        client-restart restarts a client that handed its allocation over (run drain or lost-node first); task-exit stops the ECS task outside Nomad and expects Nomad to restart it; outage pauses the local AWS endpoint (local mode only; skipped with --aws)."""
         from ecsdemo.config import DemoConfig
         from ecsdemo.scenarios import runner
         from ecsdemo.scenarios.env import Options, ScenarioEnv
 
         name = scenario.value
-        given = {"--keep-drained": keep_drained, "--no-restart": no_restart, "--revert": revert}
+        given = {"--keep-drained": keep_drained, "--no-restart": no_restart, "--revert": revert,
+                 "--for": outage_for is not None}
         for flag, on in given.items():
             if on and name not in _OPTION_SCENARIOS[flag]:
                 raise EcsdemoError(f"{flag} does not apply to the {name} scenario",
@@ -59,7 +71,8 @@ def register(app: typer.Typer) -> None:
         cfg = DemoConfig.load(state)
         if cfg is None:
             raise EcsdemoError(f"no demo found in {state.root}", hint="run `ecsdemo up` (and `ecsdemo run`) first")
-        options = Options(timeout=timeout, keep_drained=keep_drained, restart=not no_restart, revert=revert)
+        options = Options(timeout=timeout, keep_drained=keep_drained, restart=not no_restart, revert=revert,
+                          **({"outage_for": outage_for} if outage_for is not None else {}))
         reporter = RichReporter(quiet=json)
         env = ScenarioEnv.from_config(cfg, reporter, options)
         report = runner.run(name, env)

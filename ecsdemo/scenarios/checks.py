@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
-from ecsdemo.nomad import TERMINAL_CLIENT_STATUSES, node_draining, node_ecs_driver
+from ecsdemo.nomad import TERMINAL_CLIENT_STATUSES, node_draining, node_ecs_driver, task_arn
 from ecsdemo.scenarios.model import Check
 
 STOP_REASON_PREFIX = "Stopped by Nomad"
@@ -236,3 +236,192 @@ def _find_key(value: Any, key: str) -> Any:
             if found is not None:
                 return found
     return None
+
+
+# --- task events: a task's exit and restarts (client-restart, task-exit, outage) ------------------------
+EXIT_EVENTS = ("Terminated", "Restarting", "Not Restarting", "Killing", "Killed", "Driver Failure")
+
+
+def task_events(alloc: dict | None, task: str) -> list[dict]:
+    return list(task_state(alloc or {}, task).get("Events") or [])
+
+
+def last_event_time(alloc: dict | None, task: str) -> int:
+    """The Time (ns, Nomad's clock) of the task's newest event; 0 when it has none. Events newer than
+    this are what happened after a snapshot (Nomad keeps only the last 10, so counting them would not do)."""
+    return max((int(e.get("Time") or 0) for e in task_events(alloc, task)), default=0)
+
+
+def events_since(alloc: dict | None, task: str, since_ns: int) -> list[dict]:
+    return [e for e in task_events(alloc, task) if int(e.get("Time") or 0) > since_ns]
+
+
+def event_text(event: dict) -> str:
+    """Everything Nomad shows for an event: its display message, message and the driver's exit message."""
+    details = event.get("Details") or {}
+    parts = [event.get("DisplayMessage"), event.get("Message"), event.get("DriverMessage"),
+             event.get("DriverError"), details.get("exit_message")]
+    return " | ".join(dict.fromkeys(p for p in parts if p))
+
+
+def event_line(event: dict) -> str:
+    return f"{event.get('Type')}: {event_text(event) or '-'}"
+
+
+def exit_event(events: Iterable[dict]) -> dict | None:
+    """The first `Terminated` event: Nomad's record of a task that ended (its exit code, the driver's text)."""
+    return next((e for e in events if e.get("Type") == "Terminated"), None)
+
+
+def check_exit_reported(event: dict | None, reason: str, since_ns: int, budget_s: float) -> Check:
+    """The allocation's events show the task's exit with ECS's stop `reason` and an exit code, at most
+    `budget_s` after `since_ns` (when ECS stopped the task)."""
+    if event is None:
+        return Check("task exit reported by Nomad", False, "no Terminated event on the allocation", reason, None)
+    text = event_text(event)
+    code = event.get("ExitCode")
+    if code is None:
+        code = (event.get("Details") or {}).get("exit_code")
+    lag = (int(event.get("Time") or 0) - since_ns) / 1e9
+    after = {"event": event_line(event), "exit_code": code, "after_s": round(lag, 2)}
+    has_code = isinstance(code, int) or (isinstance(code, str) and code.lstrip("-").isdigit())
+    if reason not in text:
+        detail = f"the Terminated event does not carry ECS's reason {reason!r}: {text!r}"
+    elif not has_code:
+        detail = "the Terminated event has no exit code"
+    elif lag > budget_s:
+        detail = f"reported {lag:.1f}s after ECS stopped the task, more than the {budget_s:g}s allowed"
+    else:
+        detail = f"Terminated {lag:.1f}s after the stop (allowed {budget_s:g}s), exit code {code}: {text}"
+    ok = reason in text and has_code and lag <= budget_s
+    return Check("task exit reported by Nomad with ECS's reason", ok, detail, reason, after)
+
+
+def check_kept_running(before: dict, after: dict | None, task: str, what: str) -> Check:
+    """The allocation that ran before still runs the same task: same ID, running, no exit or restart
+    event since `before`, the same restart count."""
+    since = last_event_time(before, task)
+    new = events_since(after, task, since)
+    exits = [e for e in new if e.get("Type") in EXIT_EVENTS]
+    restarts = (task_state(before, task).get("Restarts") or 0, task_state(after or {}, task).get("Restarts") or 0)
+    ok = after is not None and is_running(after) and not exits and restarts[0] == restarts[1]
+    if after is None:
+        detail = f"allocation {short(before.get('ID'))} is gone"
+    elif not is_running(after):
+        detail = f"allocation {short(after.get('ID'))} is {after.get('DesiredStatus')}/{after.get('ClientStatus')}"
+    elif exits:
+        detail = "the task " + ("exited" if exit_event(exits) else "was disturbed") + ": " + \
+                 "; ".join(event_line(e) for e in exits)
+    elif restarts[0] != restarts[1]:
+        detail = f"the task restarted ({restarts[0]} -> {restarts[1]} restarts)"
+    else:
+        detail = f"allocation {short(after.get('ID'))} still running, no exit or restart event"
+    return Check(f"allocation still running ({what})", ok, detail, alloc_summary(before),
+                 None if after is None else {**alloc_summary(after), "restarts": restarts[1],
+                                             "new_events": [event_line(e) for e in new]})
+
+
+def check_restarted_in_place(before: dict, after: dict | None, task: str) -> Check:
+    """Nomad's restart policy restarted the task in the same allocation (Restarts grew), rather than the
+    allocation failing and being rescheduled."""
+    r0 = task_state(before, task).get("Restarts") or 0
+    r1 = task_state(after or {}, task).get("Restarts") or 0
+    same = after is not None and after.get("ID") == before.get("ID")
+    ok = same and r1 > r0 and is_running(after)
+    if after is None:
+        detail = "no allocation runs the task again"
+    elif not same:
+        detail = (f"allocation {short(before.get('ID'))} failed and Nomad rescheduled it as {short(after.get('ID'))}: "
+                  "its restart attempts are used up (the group's restart policy), so no restart in place")
+    elif r1 <= r0:
+        detail = f"the task's restart count did not grow ({r0} -> {r1})"
+    elif not is_running(after):
+        detail = f"restarted, but the allocation is {after.get('ClientStatus')}"
+    else:
+        detail = f"allocation {short(after.get('ID'))} restarted its task on {after.get('NodeName') or short(after.get('NodeID'))} ({r0} -> {r1} restarts)"
+    return Check("task restarted by the group's restart policy", ok, detail,
+                 {"alloc": before.get("ID"), "restarts": r0},
+                 None if after is None else {"alloc": after.get("ID"), "restarts": r1})
+
+
+def check_new_task_same_version(base_alloc: dict, old_arn: str, alloc: dict | None, arn: str | None,
+                                task: dict | None) -> Check:
+    """A new ECS task (not `old_arn`) is RUNNING for the same job version."""
+    v0 = job_version(base_alloc)
+    v1 = job_version(alloc) if alloc is not None else None
+    status = (task or {}).get("lastStatus")
+    ok = bool(arn) and arn != old_arn and status == "RUNNING" and v1 == v0
+    if not arn:
+        detail = "the allocation has no ECS task handle"
+    elif arn == old_arn:
+        detail = "the allocation still points at the stopped ECS task"
+    elif status != "RUNNING":
+        detail = f"the new ECS task {arn} is {status or 'unknown to ECS'}"
+    elif v1 != v0:
+        detail = f"it runs job version {v1}, not {v0}"
+    else:
+        detail = f"new ECS task {arn} RUNNING, job version {v1}"
+    return Check("new ECS task RUNNING on the same job version", ok, detail,
+                 {"arn": old_arn, "job_version": v0}, {"arn": arn, "status": status, "job_version": v1})
+
+
+def check_stopped_with_reason(task: dict | None, arn: str, reason: str) -> Check:
+    """The ECS task is STOPPED with the `reason` it was stopped with (outside Nomad)."""
+    status = (task or {}).get("lastStatus")
+    got = (task or {}).get("stoppedReason") or ""
+    ok = status == "STOPPED" and got == reason
+    if task is None:
+        detail = f"ECS does not know task {arn}"
+    elif status != "STOPPED":
+        detail = f"task {arn} is {status}, not STOPPED"
+    elif not ok:
+        detail = f"stopped with reason {got!r}, not ours"
+    else:
+        detail = f"STOPPED: {got!r}"
+    return Check("old ECS task STOPPED", ok, detail, "RUNNING", {"status": status, "reason": got})
+
+
+# --- handed-over allocations (client-restart) ------------------------------------------------------------
+def handed_over(allocs: Iterable[dict], running_id: str, arn: str, task: str) -> list[dict]:
+    """Finished allocations of the job whose task handle names `arn`, the ECS task allocation `running_id`
+    runs now: they handed it over (drain or lost node). Newest first."""
+    out = [a for a in allocs if a.get("ID") != running_id and task_arn(a, task) == arn
+           and (a.get("ClientStatus") in CLIENT_TERMINAL or a.get("DesiredStatus") in ("stop", "evict"))]
+    return sorted(out, key=lambda a: a.get("ModifyIndex", 0), reverse=True)
+
+
+# --- driver health (outage) -----------------------------------------------------------------------------
+_BARE_HEALTH = {"", "healthy", "unhealthy", "undetected", "detected"}
+
+
+def readable_health(description: str | None) -> bool:
+    """A health description a person can act on: more than the bare state word."""
+    return (description or "").strip().lower() not in _BARE_HEALTH
+
+
+def check_drivers_turned_unhealthy(seen: dict[str, str | None], driver: str = "ecs") -> Check:
+    """`seen` maps each client (its label) to the health description Nomad showed while its `driver` was
+    unhealthy, or None when it never was."""
+    stayed = [n for n, d in seen.items() if d is None]
+    unclear = [n for n, d in seen.items() if d is not None and not readable_health(d)]
+    ok = bool(seen) and not stayed and not unclear
+    if not seen:
+        detail = "no client to watch"
+    elif stayed:
+        detail = f"the {driver} driver stayed healthy on {', '.join(stayed)}"
+    elif unclear:
+        detail = f"no readable reason on {', '.join(unclear)}: " + ", ".join(repr(seen[n]) for n in unclear)
+    else:
+        detail = "; ".join(f"{n}: {d}" for n, d in seen.items())
+    return Check(f"every client's {driver} driver turned unhealthy with a reason", ok, detail,
+                 "healthy", dict(seen))
+
+
+def check_drivers_healthy(nodes: list[dict], driver: str = "ecs") -> Check:
+    sick = [n for n in nodes if not ecs_driver_healthy(n, driver)]
+    ok = bool(nodes) and not sick
+    detail = (f"healthy on {', '.join(node_label(n) for n in nodes)}" if ok else
+              "no client" if not nodes else
+              "still unhealthy: " + "; ".join(f"{node_label(n)}: {node_ecs_driver(n, driver)[2]}" for n in sick))
+    return Check(f"every client's {driver} driver healthy again", ok, detail, None,
+                 {node_label(n): node_ecs_driver(n, driver)[2] for n in nodes})

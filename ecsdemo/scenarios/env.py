@@ -19,6 +19,13 @@ from ecsdemo.progress import Reporter
 from ecsdemo.scenarios import checks
 from ecsdemo.scenarios.model import ScenarioResult
 
+# The plugin's defaults (driver/schema.py), which the rendered client config keeps: it polls its ECS tasks
+# every 5 s and fingerprints (DescribeClusters) every 30 s, giving up on an unanswered call after 15 s.
+DRIVER_POLL_INTERVAL_S = 5.0
+DRIVER_FINGERPRINT_INTERVAL_S = 30.0
+# An outage must outlast one fingerprint interval, the 15 s probe timeout and Nomad's node update.
+DEFAULT_OUTAGE_S = 2 * DRIVER_FINGERPRINT_INTERVAL_S
+
 
 @dataclass
 class Options:
@@ -32,6 +39,9 @@ class Options:
     sample_interval: float = 1.0      # how often the ECS task's status is sampled during a wait
     poll_interval: float = 0.5        # pause between non-blocking polls
     block_wait: float = 10.0          # the longest a Nomad blocking query waits
+    outage_for: float = DEFAULT_OUTAGE_S  # outage: how long the local endpoint stops answering
+    settle: float = 10.0              # client-restart: how long to keep watching once the client is back
+    driver_poll_interval: float = DRIVER_POLL_INTERVAL_S   # the plugin's poll_interval (task-exit's deadline)
 
     def __post_init__(self) -> None:
         from ecsdemo.errors import EcsdemoError
@@ -40,6 +50,8 @@ class Options:
             raise EcsdemoError(f"--timeout must be a positive number of seconds, got {self.timeout!r}")
         if self.drain_deadline is not None and self.drain_deadline <= 0:
             raise EcsdemoError(f"the drain deadline must be positive, got {self.drain_deadline!r}")
+        if not self.outage_for or self.outage_for <= 0:
+            raise EcsdemoError(f"--for must be a positive number of seconds, got {self.outage_for!r}")
 
 
 class EcsView:
@@ -63,6 +75,11 @@ class EcsView:
         task = self.describe(arn)
         return task.get("lastStatus") if task else None
 
+    def stop(self, arn: str, reason: str) -> None:
+        """StopTask outside Nomad, as the AWS console does (ECS records `reason` as the stoppedReason)."""
+        aws._call("stopping an ECS task", self.client.stop_task, cluster=aws.cluster_name(self.cfg), task=arn,
+                  reason=reason[:255])
+
     def job_tasks(self, alloc_ids: list[str], desired_status: str | None = "RUNNING") -> list[dict]:
         """Tasks of the demo job: tagged `nomad:job`, or owned by one of the job's allocations."""
         out = []
@@ -73,7 +90,8 @@ class EcsView:
 
 
 class Agents:
-    """The client agents ecsdemo started (`ecsdemo.agents`): which one runs a node, kill it, start it."""
+    """The client agents ecsdemo started (`ecsdemo.agents`): which one runs a node, kill it, start it,
+    restart it, and which node ID it reports."""
 
     def __init__(self, cfg: DemoConfig):
         self.cfg = cfg
@@ -96,6 +114,42 @@ class Agents:
         from ecsdemo import agents
 
         agents.start_agent(self.cfg, name)
+
+    def restart(self, name: str) -> str:
+        """SIGTERM the agent (SIGKILL after a grace period), then start it again with the same config and
+        data dir; returns what the stop did ("stopped", "killed")."""
+        from ecsdemo import agents
+
+        outcome = agents.stop_agent(self.cfg, name)
+        self.start(name)
+        return outcome
+
+    def node_id(self, name: str) -> str | None:
+        """The node ID the agent reports on its own HTTP port, or None while it does not answer."""
+        from ecsdemo import agents
+        from ecsdemo.errors import EcsdemoError
+        from ecsdemo.nomad import NomadClient
+
+        rec = agents.load(self.cfg).get(name)
+        if rec is None or not rec.http_addr:
+            return None
+        try:
+            return NomadClient.client_node_id(rec.http_addr, timeout=2)
+        except EcsdemoError:
+            return None
+
+
+class Endpoint:
+    """The local AWS endpoint ecsdemo started (`ecsdemo.local`), for the outage scenario."""
+
+    def __init__(self, cfg: DemoConfig):
+        self.cfg = cfg
+
+    def paused(self):
+        """A context manager: the endpoint does not answer inside it (SIGSTOP), and answers again after."""
+        from ecsdemo.local import paused_local_endpoint
+
+        return paused_local_endpoint(self.cfg.state)
 
 
 class Infra:
@@ -123,8 +177,9 @@ class ScenarioEnv:
     reporter: Reporter
     options: Options = field(default_factory=Options)
     ecs: EcsView | None = None
-    agents: Any = None         # Agents, or a test's stand-in with the same three methods
+    agents: Any = None         # Agents, or a test's stand-in with the same methods
     infra: Any = None          # Infra, or a stand-in
+    endpoint: Any = None       # Endpoint (local mode)
     job_id: str = JOB_ID
     task: str = TASK_NAME
 
@@ -135,6 +190,8 @@ class ScenarioEnv:
             self.agents = Agents(self.cfg)
         if self.infra is None:
             self.infra = Infra(self.cfg, self.reporter)
+        if self.endpoint is None:
+            self.endpoint = Endpoint(self.cfg)
 
     @classmethod
     def from_config(cls, cfg: DemoConfig, reporter: Reporter, options: Options) -> "ScenarioEnv":

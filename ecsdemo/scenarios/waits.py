@@ -5,6 +5,7 @@ returns when its index moves) or return at once (then it is repeated every `inte
 `ScenarioAbort` with a message built from the last value seen, e.g. "no replacement allocation was placed
 within 60s; node client-1 (3f2a…) is ready, ineligible, draining".
 
+`observe` looks at something at a steady rhythm for a fixed time (an outage's length).
 `EcsSampler` records an ECS task's status in the background for the length of a wait, so a scenario can
 show that the task never left RUNNING (or exactly when it did).
 """
@@ -43,6 +44,19 @@ def wait_until(what: str, fetch: Callable[[float], T], done: Callable[[T], bool]
         # want) is repeated after a pause, so a wait never spins.
         if time.monotonic() - started < interval:
             time.sleep(min(interval, remaining))
+
+
+def observe(seconds: float, interval: float, look: Callable[[], object]) -> int:
+    """Call `look()` every `interval` seconds for `seconds` (at least once); returns how many times."""
+    deadline = time.monotonic() + seconds
+    count = 0
+    while True:
+        look()
+        count += 1
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return count
+        time.sleep(min(interval, remaining))
 
 
 class EcsSampler:

@@ -82,7 +82,7 @@ def test_render_all_local_mode_values_round_trip(tmp_path):
     body = job[JOB_ID]
     assert body["datacenters"] == ["dc1"]
     group = body["group"][0][GROUP_NAME]
-    assert group["restart"][0] == {"attempts": 0, "mode": "fail"}
+    assert group["restart"][0] == {"attempts": 2, "interval": "10m", "delay": "5s", "mode": "fail"}
     assert group["reschedule"][0] == {"delay": "5s"}
     assert "max_client_disconnect" not in group and "disconnect" not in group
     task = group["task"][0][TASK_NAME]

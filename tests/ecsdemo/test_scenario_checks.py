@@ -202,3 +202,128 @@ def test_ecs_sampler_records_statuses_and_errors():
         time.sleep(0.15)
     assert s.statuses[:3] == ["RUNNING", "RUNNING", "ERROR: RuntimeError"] and s.statuses[-1] == "STOPPED"
     assert not checks.check_never_left_running(s.statuses, ARN1).ok
+
+
+# --- client-restart, task-exit, outage -------------------------------------------------------------
+T0 = 1_700_000_100_000_000_000   # ns
+
+
+def handle(arn):
+    import base64
+    import json
+
+    return {"Version": 1, "DriverState": base64.b64encode(json.dumps({"v": 1, "task_arn": arn}).encode()).decode()}
+
+
+def event(type_, at, display="", **kw):
+    e = {"Type": type_, "Time": at, "DisplayMessage": display, "Message": "", "Details": {}, "ExitCode": 0}
+    e.update(kw)
+    return e
+
+
+def with_task(alloc, arn=ARN1, events=(), restarts=0, state="running"):
+    alloc["TaskStates"] = {"http-server": {"State": state, "Restarts": restarts, "Events": list(events),
+                                           "TaskHandle": handle(arn) if arn else None}}
+    return alloc
+
+
+STARTED = event("Started", T0, "Task started by client")
+
+
+def test_kept_running_fails_on_an_exit_a_restart_or_a_stopped_allocation():
+    before = with_task(stub(A1, N1), events=[STARTED])
+    same = with_task(stub(A1, N1), events=[STARTED, event("Driver", T0 + 5, "monitoring degraded")])
+    ok = checks.check_kept_running(before, same, "http-server", "outage")
+    assert ok.ok and ok.name == "allocation still running (outage)"
+    exited = with_task(stub(A1, N1), events=[STARTED, event("Terminated", T0 + 9, "Exit Code: 1",
+                                                             Message="ECS task stopped outside Nomad: by hand")])
+    bad = checks.check_kept_running(before, exited, "http-server", "outage")
+    assert not bad.ok and "exited" in bad.detail and "by hand" in bad.detail
+    restarted = with_task(stub(A1, N1), events=[STARTED], restarts=1)
+    assert not checks.check_kept_running(before, restarted, "http-server", "x").ok
+    failed = with_task(stub(A1, N1, client="failed"), events=[STARTED], state="dead")
+    assert "run/failed" in checks.check_kept_running(before, failed, "http-server", "x").detail
+    assert not checks.check_kept_running(before, None, "http-server", "x").ok
+
+
+def test_exit_reported_needs_ecs_reason_exit_code_and_the_deadline():
+    reason = "Stopped outside Nomad by ecsdemo"
+    msg = f"ECS task stopped outside Nomad: {reason}"
+    good = event("Terminated", T0 + 1_500_000_000, f'Exit Code: 1, Exit Message: "{msg}"', Message=msg, ExitCode=1,
+                 Details={"exit_code": "1", "exit_message": msg})
+    c = checks.check_exit_reported(good, reason, T0, budget_s=2.1)
+    assert c.ok and c.after["exit_code"] == 1 and c.after["after_s"] == 1.5
+    late = dict(good, Time=T0 + 9_000_000_000)
+    assert not checks.check_exit_reported(late, reason, T0, 2.1).ok
+    assert "more than the 2.1s allowed" in checks.check_exit_reported(late, reason, T0, 2.1).detail
+    wrong = event("Terminated", T0 + 1, "Exit Code: 0", Message="task finished")
+    assert "does not carry ECS's reason" in checks.check_exit_reported(wrong, reason, T0, 2.1).detail
+    no_code = dict(good, ExitCode=None, Details={"exit_message": msg})
+    assert not checks.check_exit_reported(no_code, reason, T0, 2.1).ok
+    assert not checks.check_exit_reported(None, reason, T0, 2.1).ok
+    # the event that counts is the first Terminated one since the snapshot
+    events = [STARTED, event("Restarting", T0 + 3), good]
+    assert checks.exit_event(checks.events_since({"TaskStates": {"t": {"Events": events}}}, "t", T0)) is good
+
+
+def test_restart_in_place_and_a_new_task_on_the_same_version():
+    before = with_task(stub(A1, N1), events=[STARTED])
+    after = with_task(stub(A1, N1), ARN2, events=[STARTED], restarts=1)
+    assert checks.check_restarted_in_place(before, after, "http-server").ok
+    rescheduled = with_task(stub(A2, N2), ARN2)
+    c = checks.check_restarted_in_place(before, rescheduled, "http-server")
+    assert not c.ok and "rescheduled" in c.detail
+    assert not checks.check_restarted_in_place(before, with_task(stub(A1, N1), ARN2), "http-server").ok
+    assert checks.check_new_task_same_version(before, ARN1, after, ARN2, ecs_task(ARN2)).ok
+    # a check that would pass on a stopped task must fail on one
+    stopped = checks.check_new_task_same_version(before, ARN1, after, ARN2, ecs_task(ARN2, "STOPPED"))
+    assert not stopped.ok and "STOPPED" in stopped.detail
+    assert not checks.check_new_task_same_version(before, ARN1, after, ARN1, ecs_task(ARN1)).ok
+    assert not checks.check_new_task_same_version(before, ARN1, after, None, None).ok
+    newer = dict(after, JobVersion=1)
+    assert "job version 1, not 0" in checks.check_new_task_same_version(before, ARN1, newer, ARN2, ecs_task(ARN2)).detail
+
+
+def test_stopped_with_reason():
+    assert checks.check_stopped_with_reason(ecs_task(ARN1, "STOPPED", reason="by me"), ARN1, "by me").ok
+    assert not checks.check_stopped_with_reason(ecs_task(ARN1), ARN1, "by me").ok
+    other = checks.check_stopped_with_reason(ecs_task(ARN1, "STOPPED", reason="Stopped by Nomad"), ARN1, "by me")
+    assert not other.ok and "not ours" in other.detail
+
+
+def test_handed_over_allocations_newest_first():
+    running = with_task(stub(A2, N2, create=20), ARN1)
+    drained = with_task(stub(A1, N1, desired="stop", client="complete", create=10, ModifyIndex=30), ARN1, state="dead")
+    lost = with_task(stub("3" * 36, N2, desired="stop", client="lost", create=5, ModifyIndex=40), ARN1)
+    stopped_own = with_task(stub("4" * 36, N1, desired="stop", client="complete", create=3, ModifyIndex=50), ARN2,
+                            state="dead")
+    found = checks.handed_over([running, drained, lost, stopped_own], A2, ARN1, "http-server")
+    assert [a["ID"] for a in found] == ["3" * 36, A1]
+    assert checks.handed_over([running], A2, ARN1, "http-server") == []
+
+
+def test_drivers_turned_unhealthy_needs_every_client_and_a_readable_reason():
+    ok = checks.check_drivers_turned_unhealthy({"c1": "no answer from http://127.0.0.1:5000 within 5s",
+                                                "c2": "DescribeClusters failed: timeout"})
+    assert ok.ok and "c1: no answer" in ok.detail
+    stayed = checks.check_drivers_turned_unhealthy({"c1": "no answer", "c2": None})
+    assert not stayed.ok and "stayed healthy on c2" in stayed.detail
+    bare = checks.check_drivers_turned_unhealthy({"c1": "Unhealthy"})
+    assert not bare.ok and "no readable reason" in bare.detail
+    assert not checks.check_drivers_turned_unhealthy({}).ok
+
+
+def test_drivers_healthy_again():
+    assert checks.check_drivers_healthy([node(N1, "c1"), node(N2, "c2")]).ok
+    sick = checks.check_drivers_healthy([node(N1, "c1"), node(N2, "c2", healthy=False)])
+    assert not sick.ok and "c2" in sick.detail
+    assert not checks.check_drivers_healthy([]).ok
+
+
+def test_observe_looks_for_the_whole_time():
+    from ecsdemo.scenarios.waits import observe
+
+    seen = []
+    start = time.monotonic()
+    n = observe(0.3, 0.05, lambda: seen.append(time.monotonic()))
+    assert n == len(seen) >= 4 and time.monotonic() - start >= 0.3 and seen[-1] - start >= 0.25
