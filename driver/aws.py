@@ -117,15 +117,19 @@ class EcsApi:
         """RunTask on the target cluster; returns the raw answer (`tasks`, `failures`)."""
         return await self._call(lambda: self._ecs().run_task(cluster=self.target.cluster, **params))
 
-    async def describe_tasks(self, arns: list[str], cluster: str | None = None) -> tuple[list[dict], list[dict]]:
+    async def describe_tasks(self, arns: list[str], cluster: str | None = None,
+                             tags: bool = False) -> tuple[list[dict], list[dict]]:
         """Describe `arns` in batches of at most 100 (sent concurrently); returns (tasks, failures).
+        With `tags`, each task carries its `tags` (include=["TAGS"]).
 
         Raises the first AwsError if any batch fails, so a caller never mistakes a failed batch for
         tasks that ECS does not know."""
         cluster = cluster or self.target.cluster
+        extra = {"include": ["TAGS"]} if tags else {}
         chunks = [arns[i:i + DESCRIBE_BATCH] for i in range(0, len(arns), DESCRIBE_BATCH)]
         answers = await asyncio.gather(
-            *(self._call(lambda c=chunk: self._ecs().describe_tasks(cluster=cluster, tasks=c)) for chunk in chunks),
+            *(self._call(lambda c=chunk: self._ecs().describe_tasks(cluster=cluster, tasks=c, **extra))
+              for chunk in chunks),
             return_exceptions=True)
         tasks: list[dict] = []
         failures: list[dict] = []
@@ -140,6 +144,11 @@ class EcsApi:
         """The task definition (family, family:revision or ARN)."""
         return await self._call(
             lambda: self._ecs().describe_task_definition(taskDefinition=task_definition)["taskDefinition"])
+
+    async def tag_task(self, arn: str, tags: dict[str, str]) -> None:
+        """TagResource on a task ARN: upserts each key (other tags are left as they are)."""
+        await self._call(lambda: self._ecs().tag_resource(
+            resourceArn=arn, tags=[{"key": k, "value": v} for k, v in tags.items()]))
 
     async def stop_task(self, arn: str, reason: str, cluster: str | None = None) -> dict | None:
         """StopTask with `reason` (at most 255 characters). None when ECS does not know the task.

@@ -1,7 +1,7 @@
 """The one ECS monitor of a plugin process: a single asyncio loop that polls every watched task.
 
-Each cycle sends one DescribeTasks per 100 distinct ARNs per cluster (batches run concurrently in the
-adapter's thread pool), then hands every answer to its task handle(s): status changes, STOPPED, and
+Each cycle sends one DescribeTasks per 100 distinct ARNs per region and cluster (each task's own, from
+its driver state; batches run concurrently in the adapter's thread pool), then hands every answer to its task handle(s): status changes, STOPPED, and
 tasks that ECS no longer returns (MISSING after a few cycles in a row, so a just-started task that AWS
 has not made visible yet is not mistaken for a lost one). Between status changes it writes a heartbeat
 line to each task's stdout at most every `heartbeat_interval`.
@@ -28,9 +28,9 @@ MISSING_CONFIRMATIONS = 3
 
 
 class EcsMonitor:
-    def __init__(self, ecs: EcsApi, poll_interval: float, clock: Callable[[], float]):
+    def __init__(self, api_for: Callable[[str | None], EcsApi], poll_interval: float, clock: Callable[[], float]):
         self._clock = clock
-        self.reconfigure(ecs, poll_interval)
+        self.reconfigure(api_for, poll_interval)
         self._watched: dict[str, TaskHandle] = {}
         self._wake = asyncio.Event()
         self._loop_task: asyncio.Task | None = None
@@ -39,8 +39,9 @@ class EcsMonitor:
         self.cycles = 0
         self.describe_calls = 0
 
-    def reconfigure(self, ecs: EcsApi, poll_interval: float) -> None:
-        self.ecs = ecs
+    def reconfigure(self, api_for: Callable[[str | None], EcsApi], poll_interval: float) -> None:
+        """`api_for(region)` gives the ECS client for a task's region (None: the plugin's)."""
+        self.api_for = api_for
         self.poll_interval = max(0.05, float(poll_interval))
         # A heartbeat line at least every poll and at most every 5 s (the reference driver's rhythm).
         self.heartbeat_interval = max(self.poll_interval, min(5.0, 5 * self.poll_interval))
@@ -100,20 +101,21 @@ class EcsMonitor:
             del self._watched[task_id]
         if not self._watched:
             return
-        by_cluster: dict[str, dict[str, list[TaskHandle]]] = {}
+        by_cluster: dict[tuple[str | None, str], dict[str, list[TaskHandle]]] = {}
         for handle in self._watched.values():
-            by_cluster.setdefault(handle.state.cluster, {}).setdefault(handle.arn, []).append(handle)
+            key = (handle.state.region, handle.state.cluster)
+            by_cluster.setdefault(key, {}).setdefault(handle.arn, []).append(handle)
         self.cycles += 1
         started = self._clock()
         try:
-            answers = await asyncio.gather(*(self._describe(cluster, list(arns)) for cluster, arns in
-                                             by_cluster.items()))
+            answers = await asyncio.gather(*(self._describe(region, cluster, list(arns))
+                                             for (region, cluster), arns in by_cluster.items()))
         except AwsError as exc:
             self._failed(exc, started)
             return
         now = self._clock()
         self._succeeded()
-        for (cluster, arns), (tasks, failures) in zip(by_cluster.items(), answers):
+        for arns, (tasks, failures) in zip(by_cluster.values(), answers):
             seen = {t.get("taskArn"): t for t in tasks}
             for arn, handles in arns.items():
                 desc = seen.get(arn)
@@ -129,9 +131,9 @@ class EcsMonitor:
                             and now - handle.last_line_at >= self.heartbeat_interval - 1e-3:
                         handle.heartbeat(now)
 
-    async def _describe(self, cluster: str, arns: list[str]):
+    async def _describe(self, region: str | None, cluster: str, arns: list[str]):
         self.describe_calls += -(-len(arns) // 100)
-        return await self.ecs.describe_tasks(arns, cluster=cluster)
+        return await self.api_for(region).describe_tasks(arns, cluster=cluster)
 
     def _failed(self, exc: AwsError, started: float) -> None:
         now = self._clock()

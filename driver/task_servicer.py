@@ -118,7 +118,8 @@ class TaskRpcs:
         except StopTimeout as exc:
             await context.abort(grpc.StatusCode.UNKNOWN, str(exc))
         except AwsError as exc:
-            await context.abort(grpc.StatusCode.UNKNOWN, f"ECS StopTask failed: {exc}")
+            await context.abort(grpc.StatusCode.UNKNOWN, f"cannot stop task {request.task_id!r} (its ECS task "
+                                                         f"was not stopped): {exc}")
         return driver_pb2.StopTaskResponse()
 
     async def DestroyTask(self, request, context):
@@ -126,7 +127,7 @@ class TaskRpcs:
         try:
             await tasks.destroy(request.task_id, request.force)
         except AwsError as exc:
-            await context.abort(grpc.StatusCode.UNKNOWN, f"ECS StopTask failed while destroying: {exc}")
+            await context.abort(grpc.StatusCode.UNKNOWN, f"DestroyTask: {exc}")
         except RuntimeError as exc:
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
         return driver_pb2.DestroyTaskResponse()
@@ -138,7 +139,10 @@ class TaskRpcs:
             started_at=_ts(h.state.started_at), completed_at=_ts(h.completed_at), result=_exit_result(h.result))
         attrs = {"arn": h.arn, "cluster": h.state.cluster, "region": h.state.region or "",
                  "last_status": h.last_status or "UNKNOWN", "task_definition": h.task_definition_arn or "",
-                 "detached": str(h.detached).lower()}
+                 "detached": str(h.detached).lower(),
+                 "owner": {True: "true", False: "false", None: "unknown"}[h.owner]}
+        if h.owned_by:
+            attrs["owned_by"] = h.owned_by
         if h.stopped_reason:
             attrs["stopped_reason"] = h.stopped_reason
         return driver_pb2.InspectTaskResponse(task=status, driver=driver_pb2.TaskDriverStatus(attributes=attrs))

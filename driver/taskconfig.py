@@ -25,7 +25,7 @@ LAUNCH_TYPES = ("FARGATE", "EC2", "EXTERNAL")
 PUBLIC_IP = ("ENABLED", "DISABLED")
 PROPAGATE_TAGS = ("TASK_DEFINITION", "SERVICE", "NONE")
 NOMAD_TAG_PREFIX = "nomad:"
-MAX_USER_TAGS = 46  # ECS allows 50 tags per resource; four are ours
+MAX_USER_TAGS = 44  # ECS allows 50 tags per resource; up to six are ours (four at RunTask, two for ownership)
 _TAG_KEY_MAX, _TAG_VALUE_MAX = 128, 256
 _TASK_DEF_RE = re.compile(r"^[A-Za-z0-9_:/.\-]{1,1600}$")
 
@@ -114,9 +114,11 @@ def validate_task_config(value: Any) -> EcsTaskConfig:
 
 
 def run_task_params(cfg: EcsTaskConfig, *, alloc_id: str, job: str, group: str, task: str,
-                    client_token: str) -> dict[str, Any]:
-    """The RunTask parameters for one Nomad task (the cluster is the adapter's)."""
-    tags = {**cfg.tags, "nomad:alloc_id": alloc_id, "nomad:job": job, "nomad:group": group, "nomad:task": task}
+                    client_token: str, owner_tags: dict[str, str] | None = None) -> dict[str, Any]:
+    """The RunTask parameters for one Nomad task (the cluster is the adapter's); `owner_tags` are the
+    ownership tags of driver.tasks (who may stop the task)."""
+    tags = {**cfg.tags, "nomad:alloc_id": alloc_id, "nomad:job": job, "nomad:group": group, "nomad:task": task,
+            **(owner_tags or {})}
     params: dict[str, Any] = {
         "taskDefinition": cfg.task_definition,
         "count": 1,
@@ -223,7 +225,7 @@ def _tags(value: Any, path: str) -> dict[str, str]:
     if not isinstance(value, dict):
         raise TaskConfigError(path, f"must be a map of strings, got {_type_name(value)}")
     if len(value) > MAX_USER_TAGS:
-        raise TaskConfigError(path, f"at most {MAX_USER_TAGS} tags (ECS allows 50; the driver adds 4)")
+        raise TaskConfigError(path, f"at most {MAX_USER_TAGS} tags (ECS allows 50; the driver adds up to 6)")
     out: dict[str, str] = {}
     for k, v in value.items():
         if not isinstance(k, str) or not k.strip():

@@ -5,9 +5,19 @@ Nomad task id and drives ECS through `driver.aws.EcsApi`; one `driver.monitor.Ec
 all. Remote-task semantics (contract section G):
 
 * StopTask with `DETACH` forgets the task without touching ECS, and so does the DestroyTask after it;
-* any other StopTask stops the ECS task and waits for STOPPED within the timeout;
-* RecoverTask re-attaches from `driver_state` alone, and succeeds whenever that decodes;
+* any other StopTask stops the ECS task and waits for STOPPED within the timeout, if this task id owns it;
+* RecoverTask re-attaches from `driver_state` alone (any of its three forms, see `DriverState.decode`);
 * closing the manager (plugin shutdown) never stops an ECS task.
+
+The ownership rule. The ECS task's `nomad:owner` tag names the Nomad task id allowed to stop it: the one
+that started it (RunTask tags), then each allocation that recovered it through a hand-over (RecoverTask
+under a task id that is neither the owner nor a former owner). The ids it was taken from are kept, as
+12-hex digests, in `nomad:former_owners`. A RecoverTask by a former owner (a restarted client restoring
+its drained or lost allocation) is accepted as a *bystander*: monitored (WaitTask ends only when the ECS
+task really ends), but StopTask and DestroyTask of it only detach. Before any ECS StopTask the tag is
+read again (in the same DescribeTasks): if another task id owns it by then, the stop detaches instead.
+When the tag cannot be read, nothing is stopped (StopTask fails and Nomad retries; a forced DestroyTask
+forgets the task and says it left it running).
 """
 
 from __future__ import annotations
@@ -17,16 +27,21 @@ import errno
 import hashlib
 import json
 import os
+import re
+import struct
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Callable
 
-from driver.aws import AwsError, EcsApi
+from driver.aws import AwsError, EcsApi, EcsTarget
 from driver.taskconfig import TaskConfigError, decode_task_config, run_task_params
 
 DETACH_SIGNAL = "DETACH"
+OWNER_TAG = "nomad:owner"                  # the Nomad task id that may stop the ECS task
+FORMER_OWNERS_TAG = "nomad:former_owners"  # space-separated digests of the task ids that handed it over
 HANDLE_VERSION = 1
-STATE_VERSION = 1
+STATE_VERSION = 2        # msgpack map (ours); version 1 was JSON, still accepted by RecoverTask
+JSON_STATE_VERSION = 1
 STOPPED = "STOPPED"
 STOP_REASON_PREFIX = "Stopped by Nomad"
 DEFAULT_STOP_TIMEOUT = 5.0  # Nomad's default kill_timeout, used when a caller sends none
@@ -87,7 +102,10 @@ def stop_reason(alloc_id: str, task_name: str) -> str:
 
 @dataclass(frozen=True)
 class DriverState:
-    """What a TaskHandle's `driver_state` carries: enough to re-attach with no task config. No secrets."""
+    """What a TaskHandle's `driver_state` carries: enough to re-attach with no task config. No secrets.
+
+    Written as a msgpack map `{"ARN", "v": 2, "cluster", "region", "started_at", "task_id", "alloc_id",
+    "task_name", "container"}`: `ARN` is the key the Go reference driver (and Nomad's e2e suite) reads."""
 
     cluster: str
     region: str | None
@@ -96,38 +114,164 @@ class DriverState:
     alloc_id: str = ""
     task_name: str = ""
     container: str | None = None
+    task_id: str = ""
+    form: str = "msgpack-v2"   # which form it was read from: msgpack-v2, json-v1 or reference
 
     def encode(self) -> bytes:
-        doc = {"v": STATE_VERSION, "cluster": self.cluster, "region": self.region, "task_arn": self.task_arn,
-               "started_at": rfc3339(self.started_at), "alloc_id": self.alloc_id, "task_name": self.task_name,
-               "container": self.container}
-        return json.dumps(doc, separators=(",", ":")).encode()
+        import msgpack
+
+        doc = {"ARN": self.task_arn, "v": STATE_VERSION, "cluster": self.cluster, "region": self.region,
+               "started_at": rfc3339(self.started_at), "task_id": self.task_id, "alloc_id": self.alloc_id,
+               "task_name": self.task_name, "container": self.container}
+        return msgpack.packb(doc, use_bin_type=False)  # classic msgpack: every Go msgpack decoder reads it
 
     @classmethod
-    def decode(cls, data: bytes) -> "DriverState":
+    def decode(cls, data: bytes, cluster: str = "", region: str | None = None) -> "DriverState":
+        """Read our msgpack state (v2), our earlier JSON state (v1), or the Go reference driver's state
+        (msgpack `{TaskConfig, ContainerName, ARN, StartedAt}`; it names no cluster or region, so
+        `cluster`/`region` (the plugin config's) are used)."""
         if not data:
             raise DriverStateError("the task handle has no driver state (nothing to re-attach to)")
+        data = bytes(data)
+        if data[:1] == b"{":
+            return cls._from_json(data)
+        import msgpack
+
         try:
-            doc = json.loads(bytes(data).decode("utf-8"))
+            doc = msgpack.unpackb(data, raw=True)  # raw: Go writes strings and times as raw bytes
+        except Exception as exc:  # msgpack raises several unrelated types for garbage
+            raise DriverStateError(f"driver state is neither this driver's msgpack or JSON state nor the "
+                                   f"reference driver's ({type(exc).__name__}: {exc})") from None
+        if not isinstance(doc, dict):
+            raise DriverStateError(f"driver state must be a msgpack map, got {type(doc).__name__}")
+        doc = {_text(k): v for k, v in doc.items()}
+        if "v" in doc:
+            return cls._from_ours(doc)
+        if "ARN" in doc:
+            return cls._from_reference(doc, cluster, region)
+        raise DriverStateError("driver state has no ECS task ARN (no `ARN` key)")
+
+    @classmethod
+    def _from_ours(cls, doc: dict) -> "DriverState":
+        if doc.get("v") != STATE_VERSION:
+            raise DriverStateError(f"driver state version {doc.get('v')!r} is not supported "
+                                   f"(expected {STATE_VERSION}, or JSON version {JSON_STATE_VERSION})")
+        get = lambda key: _text(doc.get(key))  # noqa: E731
+        return cls._checked(cluster=get("cluster"), region=get("region"), arn=get("ARN"),
+                            started_at=get("started_at"), alloc_id=get("alloc_id"), task_name=get("task_name"),
+                            container=get("container"), task_id=get("task_id"), form="msgpack-v2")
+
+    @classmethod
+    def _from_json(cls, data: bytes) -> "DriverState":
+        try:
+            doc = json.loads(data.decode("utf-8"))
         except (UnicodeDecodeError, ValueError) as exc:
             raise DriverStateError(f"driver state is not JSON written by this driver: {exc}") from None
         if not isinstance(doc, dict):
             raise DriverStateError("driver state must be a JSON object")
-        version = doc.get("v")
-        if version != STATE_VERSION:
-            raise DriverStateError(f"driver state version {version!r} is not supported (expected {STATE_VERSION})")
-        cluster, arn, region = doc.get("cluster"), doc.get("task_arn"), doc.get("region")
-        if not isinstance(cluster, str) or not cluster:
-            raise DriverStateError("driver state has no cluster")
+        if doc.get("v") != JSON_STATE_VERSION:
+            raise DriverStateError(f"driver state version {doc.get('v')!r} is not supported "
+                                   f"(JSON state is version {JSON_STATE_VERSION})")
+        return cls._checked(cluster=doc.get("cluster"), region=doc.get("region"), arn=doc.get("task_arn"),
+                            started_at=doc.get("started_at"), alloc_id=doc.get("alloc_id"),
+                            task_name=doc.get("task_name"), container=doc.get("container"), task_id="",
+                            form="json-v1")
+
+    @classmethod
+    def _from_reference(cls, doc: dict, cluster: str, region: str | None) -> "DriverState":
+        cfg = doc.get("TaskConfig")
+        cfg = {_text(k): _text(v) for k, v in cfg.items()} if isinstance(cfg, dict) else {}
+        started = doc.get("StartedAt")
+        return cls._checked(cluster=cluster, region=region, arn=_text(doc.get("ARN")),
+                            started_at=_go_time(started) if isinstance(started, bytes) else _text(started),
+                            alloc_id=cfg.get("AllocID"), task_name=cfg.get("Name"),
+                            container=_text(doc.get("ContainerName")), task_id=cfg.get("ID"), form="reference")
+
+    @classmethod
+    def _checked(cls, *, cluster, region, arn, started_at, alloc_id, task_name, container, task_id,
+                 form) -> "DriverState":
         if not isinstance(arn, str) or not arn.startswith("arn:") or ":task/" not in arn:
-            raise DriverStateError(f"driver state has no ECS task ARN (task_arn={arn!r})")
+            raise DriverStateError(f"driver state has no ECS task ARN (task ARN {arn!r})")
+        if not isinstance(cluster, str) or not cluster:
+            raise DriverStateError("driver state has no cluster" + (
+                " (the reference driver's state names none and the plugin config has no cluster)"
+                if form == "reference" else ""))
         if region is not None and not isinstance(region, str):
             raise DriverStateError("driver state region must be a string or null")
-        container = doc.get("container")
+        started = started_at if isinstance(started_at, datetime) else _parse_time(started_at)
+        text = lambda v: v if isinstance(v, str) else ""  # noqa: E731
         return cls(cluster=cluster, region=region or None, task_arn=arn,
-                   started_at=_parse_time(doc.get("started_at")) or datetime.now(timezone.utc),
-                   alloc_id=str(doc.get("alloc_id") or ""), task_name=str(doc.get("task_name") or ""),
-                   container=container if isinstance(container, str) and container else None)
+                   started_at=started or datetime.now(timezone.utc), alloc_id=text(alloc_id),
+                   task_name=text(task_name), container=text(container) or None, task_id=text(task_id), form=form)
+
+
+def _text(value: Any) -> Any:
+    """Go msgpack's raw strings as str (left as bytes when they are not UTF-8, like a binary time)."""
+    if isinstance(value, bytes):
+        try:
+            return value.decode("utf-8")
+        except UnicodeDecodeError:
+            return value
+    return value
+
+
+_GO_EPOCH_OFFSET = 62135596800  # seconds from 0001-01-01 (Go's time zero) to the Unix epoch
+
+
+def _go_time(data: bytes) -> datetime | None:
+    """A Go `time.Time` as `MarshalBinary` writes it (how Nomad's msgpack handle stores times)."""
+    if len(data) not in (15, 16) or data[0] not in (1, 2):
+        return None
+    secs, nanos = struct.unpack(">qi", data[1:13])
+    try:
+        return datetime.fromtimestamp(secs - _GO_EPOCH_OFFSET + nanos / 1e9, timezone.utc)
+    except (OverflowError, OSError, ValueError):
+        return None
+
+
+# --- ownership -------------------------------------------------------------------------------------
+
+_TAG_SAFE = re.compile(r"^[\w .:/=+\-@]{1,256}$")
+DIGEST_LEN = 12
+_MAX_FORMER = 256 // (DIGEST_LEN + 1)  # digests that fit in one tag value
+
+
+def owner_mark(task_id: str) -> str:
+    """The `nomad:owner` value for a task id: the id itself, or a digest when ECS would refuse it as a tag."""
+    if _TAG_SAFE.match(task_id):
+        return task_id
+    return "sha256:" + hashlib.sha256(task_id.encode("utf-8", "surrogatepass")).hexdigest()[:40]
+
+
+def owner_digest(mark: str) -> str:
+    return hashlib.sha256(mark.encode("utf-8", "surrogatepass")).hexdigest()[:DIGEST_LEN]
+
+
+@dataclass(frozen=True)
+class Ownership:
+    """Who may stop an ECS task, from its tags."""
+
+    owner: str | None
+    former: tuple[str, ...] = ()
+
+    @classmethod
+    def of(cls, desc: dict) -> "Ownership":
+        tags = {t.get("key"): t.get("value") for t in desc.get("tags") or []}
+        return cls(owner=tags.get(OWNER_TAG) or None, former=tuple((tags.get(FORMER_OWNERS_TAG) or "").split()))
+
+    def owned_by(self, task_id: str) -> bool:
+        return self.owner == owner_mark(task_id)
+
+    def handed_over_by(self, task_id: str) -> bool:
+        return owner_digest(owner_mark(task_id)) in self.former
+
+    def claimed_by(self, task_id: str) -> dict[str, str]:
+        """The tags that make `task_id` the owner (the current owner, if any, becomes a former owner)."""
+        tags = {OWNER_TAG: owner_mark(task_id)}
+        if self.owner and not self.owned_by(task_id):
+            former = [d for d in self.former if d != owner_digest(self.owner)] + [owner_digest(self.owner)]
+            tags[FORMER_OWNERS_TAG] = " ".join(former[-_MAX_FORMER:])
+        return tags
 
 
 # --- per-task plumbing -----------------------------------------------------------------------------
@@ -204,6 +348,11 @@ class TaskHandle:
         self.done = asyncio.Event()
         self.last_line_at = 0.0
         self.missing_count = 0
+        # Ownership (module docstring): True = may stop the ECS task; False = a bystander (a former owner
+        # restored); None = unknown (the tags could not be read at RecoverTask; resolved later).
+        self.owner: bool | None = True
+        self.owned_by: str | None = None         # the current owner's mark, when it is another task id
+        self.claim: dict[str, str] | None = None  # ownership tags still to write (a failed TagResource)
         self._notify = notify
 
     @property
@@ -282,13 +431,13 @@ class TaskHandle:
         self.event(f"ECS task stopped: {why}", reason=why, exit_code=str(result.exit_code))
         self.output.close()
 
-    def detach(self, now: float) -> None:
+    def detach(self, now: float, why: str = "remote task handed over") -> None:
         if self.detached:
             return
         self.detached = True
         if self.running:
-            self.line(f"detached from ECS task {self.arn}; it keeps running on ECS", now)
-            self.event("Detached from ECS task; it keeps running (remote task handed over)")
+            self.line(f"detached from ECS task {self.arn}; it keeps running on ECS ({why})", now)
+            self.event(f"Detached from ECS task; it keeps running ({why})")
             self.finish(ExitInfo(0), now)
         self.output.close()
 
@@ -318,14 +467,30 @@ class TaskManager:
         self.ecs = ecs
         self.notify = notify
         self._clock = clock or (lambda: asyncio.get_running_loop().time())
-        self.monitor = EcsMonitor(ecs, poll_interval=poll_interval, clock=self._clock)
+        self._regional: dict[tuple[str, str | None], EcsApi] = {}
+        self.monitor = EcsMonitor(self.api_for, poll_interval=poll_interval, clock=self._clock)
         self._tasks: dict[str, TaskHandle] = {}
         self._locks: dict[str, asyncio.Lock] = {}
+        self._background: set[asyncio.Task] = set()
+        self._settling: set[TaskHandle] = set()  # handles with a retry loop of _settle_later running
 
     def reconfigure(self, ecs: EcsApi, poll_interval: float) -> None:
         """A later SetConfig: use its ECS client and poll interval for every task from now on."""
         self.ecs = ecs
-        self.monitor.reconfigure(ecs, poll_interval)
+        self.monitor.reconfigure(self.api_for, poll_interval)
+
+    def api_for(self, region: str | None) -> EcsApi:
+        """The ECS client for a task's region (its driver state's; None: the plugin's)."""
+        target = self.ecs.target
+        if not region or region == target.region:
+            return self.ecs
+        key = (region, target.endpoint)
+        if key not in self._regional:
+            self._regional[key] = EcsApi(EcsTarget(target.cluster, region, target.endpoint))
+        return self._regional[key]
+
+    def _api(self, handle: "TaskHandle") -> EcsApi:
+        return self.api_for(handle.state.region)
 
     # -- lookups
     def get(self, task_id: str) -> TaskHandle:
@@ -358,7 +523,8 @@ class TaskManager:
         except TaskConfigError as exc:
             raise StartError(str(exc), recoverable=False) from None
         params = run_task_params(cfg, alloc_id=info.alloc_id, job=info.job, group=info.group, task=info.name,
-                                 client_token=client_token(info.task_id))
+                                 client_token=client_token(info.task_id),
+                                 owner_tags=Ownership(None).claimed_by(info.task_id))
         try:
             resp = await self.ecs.run_task(**params)
         except AwsError as exc:
@@ -369,7 +535,8 @@ class TaskManager:
         desc = tasks[0]
         state = DriverState(cluster=self.ecs.target.cluster, region=self.ecs.target.region,
                             task_arn=desc["taskArn"], started_at=_started_at(desc), alloc_id=info.alloc_id,
-                            task_name=info.name, container=await self._essential_container(desc))
+                            task_name=info.name, container=await self._essential_container(desc),
+                            task_id=info.task_id)
         handle = TaskHandle(info, state, self.notify)
         handle.observe(desc, self._clock())
         return handle
@@ -389,20 +556,96 @@ class TaskManager:
 
     # -- RecoverTask
     async def recover(self, info: TaskInfo, driver_state: bytes) -> TaskHandle:
-        """Re-attach to the ECS task in `driver_state`; a task id already tracked is left as it is."""
+        """Re-attach to the ECS task in `driver_state`; a task id already tracked is left as it is.
+
+        Ownership is settled from the task's tags (module docstring): the owner's own restore re-attaches
+        as owner, a hand-over claims the task, a former owner's restore re-attaches as a bystander."""
         if not info.task_id:
             raise DriverStateError("the task handle has no task id (handle.config.id)")
         if info.task_id in self._tasks:
             return self._tasks[info.task_id]
-        state = DriverState.decode(driver_state)
+        state = DriverState.decode(driver_state, cluster=self.ecs.target.cluster, region=self.ecs.target.region)
         info = TaskInfo(info.task_id, info.name or state.task_name, info.alloc_id or state.alloc_id,
                         info.job, info.group, info.stdout_path)
         handle = TaskHandle(info, state, self.notify, recovered=True)
+        handle.owner = None
+        try:
+            await self._settle_ownership(handle)
+        except AwsError as exc:
+            handle.line(f"cannot read the ownership tags of ECS task {state.task_arn} ({exc}); "
+                        "it will not be stopped until they are read", self._clock())
+            self._in_background(self._settle_later(handle))
+        if info.task_id in self._tasks:  # a concurrent RecoverTask of the same id won
+            return self._tasks[info.task_id]
         self._track(handle)
         handle.line(f"recovered ECS task {state.task_arn} (cluster {state.cluster}); monitoring resumes",
                     self._clock())
-        handle.event("Recovered ECS task", cluster=state.cluster)
+        if handle.owner is False:
+            handle.event(f"Recovered ECS task as a bystander: task {handle.owned_by} owns it since a hand-over; "
+                         "this allocation will not stop it", cluster=state.cluster, owner=handle.owned_by or "")
+        else:
+            handle.event("Recovered ECS task", cluster=state.cluster, state_format=state.form)
         return handle
+
+    async def _describe(self, handle: "TaskHandle") -> dict | None:
+        """The task's description with its tags (None: ECS does not know it). Raises AwsError."""
+        tasks, _ = await self._api(handle).describe_tasks([handle.arn], cluster=handle.state.cluster, tags=True)
+        return next((t for t in tasks if t.get("taskArn") == handle.arn), None)
+
+    async def _settle_ownership(self, handle: "TaskHandle", desc: dict | None = None, retry: bool = True) -> None:
+        """Decide `handle.owner` from the task's tags, claiming the task on a hand-over. Raises AwsError."""
+        if desc is None:
+            desc = await self._describe(handle)
+        if desc is None:
+            handle.owner = True  # ECS does not know it: nothing to protect; the monitor reports it MISSING
+            return
+        tags = Ownership.of(desc)
+        if tags.owned_by(handle.task_id):
+            handle.owner, handle.owned_by = True, None
+        elif tags.handed_over_by(handle.task_id):
+            handle.owner, handle.owned_by = False, tags.owner
+        else:  # a hand-over (or a task no owner was recorded for): this task id owns it from now on
+            handle.owner, handle.owned_by = True, None
+            handle.claim = tags.claimed_by(handle.task_id)
+            await self._write_claim(handle, retry)
+
+    async def _write_claim(self, handle: "TaskHandle", retry: bool) -> None:
+        if handle.claim is None:
+            return
+        try:
+            await self._api(handle).tag_task(handle.arn, handle.claim)
+        except AwsError as exc:
+            handle.line(f"cannot record the hand-over of ECS task {handle.arn} in its tags ({exc}); retrying",
+                        self._clock())
+            if retry:
+                self._in_background(self._settle_later(handle))
+            return
+        handle.claim = None
+
+    async def _settle_later(self, handle: "TaskHandle") -> None:
+        """Retry an unread ownership or an unwritten claim every poll interval while the task is tracked."""
+        if handle in self._settling:
+            return
+        self._settling.add(handle)
+        try:
+            while self._tasks.get(handle.task_id, handle) is handle and handle.running \
+                    and (handle.owner is None or handle.claim is not None):
+                await asyncio.sleep(self.monitor.poll_interval)
+                try:
+                    if handle.owner is None:
+                        await self._settle_ownership(handle, retry=False)
+                    elif handle.claim is not None:
+                        await self._api(handle).tag_task(handle.arn, handle.claim)
+                        handle.claim = None
+                except AwsError:
+                    continue
+        finally:
+            self._settling.discard(handle)
+
+    def _in_background(self, coro) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     def _track(self, handle: TaskHandle) -> None:
         self._tasks[handle.task_id] = handle
@@ -422,36 +665,55 @@ class TaskManager:
             return  # unknown: nothing to stop (Nomad retries failed stops, so this must succeed)
         now = self._clock()
         if signal == DETACH_SIGNAL:
-            handle.detach(now)
-            self.monitor.unwatch(handle)
+            self._detach(handle, now)
             return
         if not handle.running:
             return
         await self._request_stop(handle)
+        if handle.detached:
+            return  # another task id owns the ECS task: detached, not stopped
         try:
             await asyncio.wait_for(handle.done.wait(), timeout if timeout > 0 else DEFAULT_STOP_TIMEOUT)
         except asyncio.TimeoutError:
             raise StopTimeout(f"timed out after {timeout:g}s waiting for ECS task {handle.arn} to stop "
                               f"(last status {handle.last_status or 'UNKNOWN'})") from None
 
+    def _detach(self, handle: "TaskHandle", now: float, why: str = "remote task handed over") -> None:
+        handle.detach(now, why)
+        self.monitor.unwatch(handle)
+
     async def _request_stop(self, handle: TaskHandle) -> None:
+        """Stop the ECS task if this task id owns it (read from its tags first); detach it otherwise."""
         now = self._clock()
-        if not handle.stop_requested:
-            handle.stop_requested = True
-            handle.line(f"Nomad asked to stop ECS task {handle.arn}", now)
-            handle.event("Stop requested: stopping ECS task")
-        # Look first: stopping an unknown task is an error on AWS (and HTTP 500 on moto), and stopping a
-        # stopped one would overwrite ECS's stopped reason.
-        tasks, _ = await self.ecs.describe_tasks([handle.arn], cluster=handle.state.cluster)
-        desc = next((t for t in tasks if t.get("taskArn") == handle.arn), None)
+        if handle.owner is False:
+            self._detach(handle, now, f"task {handle.owned_by} owns it since a hand-over; not stopping it")
+            return
+        # Look first: stopping an unknown task is an error on AWS (and HTTP 500 on moto), stopping a
+        # stopped one would overwrite ECS's stopped reason, and the tags say who may stop it.
+        desc = await self._describe(handle)
         if desc is None:
             handle.observe_missing(now, confirmations=1)
             return
         if desc.get("lastStatus") == STOPPED:
             handle.observe(desc, now)
             return
-        await self.ecs.stop_task(handle.arn, stop_reason(handle.info.alloc_id, handle.info.name),
-                                 cluster=handle.state.cluster)
+        if handle.owner is None or handle.claim is not None:
+            await self._settle_ownership(handle, desc)
+            if handle.claim is not None:
+                raise AwsError(f"cannot stop ECS task {handle.arn} yet: recording this task's ownership in its "
+                               "tags failed (Nomad retries the stop)", code="OwnershipUnrecorded", transient=True)
+        tags = Ownership.of(desc)
+        if handle.owner is False or (tags.owner is not None and not tags.owned_by(handle.task_id)):
+            owner = tags.owner if handle.owner is not False else handle.owned_by
+            handle.owner, handle.owned_by = False, owner
+            self._detach(handle, now, f"task {owner} owns it since a hand-over; not stopping it")
+            return
+        if not handle.stop_requested:
+            handle.stop_requested = True
+            handle.line(f"Nomad asked to stop ECS task {handle.arn}", now)
+            handle.event("Stop requested: stopping ECS task")
+        await self._api(handle).stop_task(handle.arn, stop_reason(handle.info.alloc_id, handle.info.name),
+                                          cluster=handle.state.cluster)
         self.monitor.poke()
 
     # -- DestroyTask
@@ -459,23 +721,38 @@ class TaskManager:
         handle = self._tasks.get(task_id)
         if handle is None:
             return
+        failure: AwsError | None = None
         if handle.running and not handle.detached:
             if not force:
                 raise RuntimeError(f"task {task_id!r} is still running; stop it first or destroy with force")
-            await self._request_stop(handle)
-            handle.stopped_reason = handle.stopped_reason or "destroyed by Nomad"
-            handle.finish(ExitInfo(0), self._clock())
+            try:
+                await self._request_stop(handle)
+            except AwsError as exc:
+                # Ownership unknown or ECS unreachable: never stop blindly. Forget the task, say so.
+                failure = exc
+                self._detach(handle, self._clock(), f"destroyed while ECS could not be asked ({exc}); "
+                                                    "left running")
+            if not handle.detached:
+                handle.stopped_reason = handle.stopped_reason or "destroyed by Nomad"
+                handle.finish(ExitInfo(0), self._clock())
         self.monitor.unwatch(handle)
         handle.output.close()
         self._tasks.pop(task_id, None)
         self._locks.pop(task_id, None)
+        if failure is not None:
+            raise AwsError(f"ECS task {handle.arn} was left running and is no longer tracked by task "
+                           f"{task_id!r}: {failure}", code=failure.code, transient=failure.transient)
 
     # -- shutdown
     async def close(self) -> None:
         """Stop watching; ECS tasks keep running (a new plugin process recovers them)."""
+        for task in list(self._background):
+            task.cancel()
         await self.monitor.close()
         for handle in self._tasks.values():
             handle.output.close()
+        for api in self._regional.values():
+            api.close()
 
 
 def _started_at(desc: dict) -> datetime:

@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import sys
 from pathlib import Path
 
+import msgpack
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_lifecycle_support import FifoReader, world  # noqa: E402,F401
 
 from driver.aws import EcsApi, EcsTarget  # noqa: E402
-from driver.tasks import (DETACH_SIGNAL, DriverState, DriverStateError, StartError, StopTimeout,  # noqa: E402
-                          TaskInfo, TaskManager, TaskNotFound, client_token)
+from driver.tasks import (DETACH_SIGNAL, OWNER_TAG, DriverState, DriverStateError, StartError,  # noqa: E402
+                          StopTimeout, TaskInfo, TaskManager, TaskNotFound, client_token)
 
 ALLOC = "5b0f4c4e-6f0a-4c5b-9a9e-0123456789ab"
 POLL = 0.1
@@ -73,11 +73,11 @@ def test_start_runs_one_tagged_task_and_stop_waits_for_stopped(world, tmp_path):
     assert t["startedBy"] == "nomad-" + ALLOC[:30] and len(t["startedBy"]) <= 36
     tags = {x["key"]: x["value"] for x in t["tags"]}
     assert tags == {"nomad:alloc_id": ALLOC, "nomad:job": "nomad-ecs-demo", "nomad:group": "ecs-remote-task-demo",
-                    "nomad:task": "http-server"}
+                    "nomad:task": "http-server", OWNER_TAG: h.task_id}
     assert (result.exit_code, result.err) == (0, None)
-    state = json.loads(h.state.encode())
-    assert state["v"] == 1 and state["task_arn"] == h.arn and state["cluster"] == world.cluster
-    assert state["started_at"].endswith("Z") and state["region"] == world.aws.region
+    state = msgpack.unpackb(h.state.encode())
+    assert state["v"] == 2 and state["ARN"] == h.arn and state["cluster"] == world.cluster
+    assert state["started_at"].endswith("Z") and state["region"] == world.aws.region and state["task_id"] == h.task_id
     out = fifo.read()
     assert f"client is remotely monitoring ECS task: {h.arn} with status RUNNING" in out
     assert "RUNNING -> STOPPED" in out
@@ -164,11 +164,16 @@ def test_recover_of_a_task_ecs_does_not_know_reports_missing(world):
 
 @pytest.mark.parametrize("blob,fragment", [
     (b"", "no driver state"),
-    (b"\x81\xa3ARN\xa1x", "not JSON"),
+    (b"\xc1junk", "neither this driver's msgpack or JSON state nor the reference driver's"),
+    (b"\x81\xa3ARN\xa1x", "task ARN 'x'"),  # the reference driver's form with a bad ARN
+    (msgpack.packb({"v": 3, "ARN": "arn:aws:ecs:r:1:task/c/x", "cluster": "c"}), "version 3"),
+    (msgpack.packb({"TaskConfig": {}}), "no ECS task ARN"),
+    (msgpack.packb([1]), "msgpack map"),
     (b'{"v": 2, "cluster": "c", "task_arn": "arn:aws:ecs:r:1:task/c/x"}', "version 2"),
     (b'{"v": 1, "cluster": "", "task_arn": "arn:aws:ecs:r:1:task/c/x"}', "no cluster"),
     (b'{"v": 1, "cluster": "c", "task_arn": "nope"}', "task ARN"),
-    (b'[1]', "JSON object"),
+    (b'{"v": 1, "cluster": "c"', "not JSON"),
+    (b'[1]', "neither"),  # not JSON's first byte: read as msgpack (the fixint 91, then extra data)
 ])
 def test_driver_state_decode_errors_are_clear(blob, fragment):
     with pytest.raises(DriverStateError, match=fragment):

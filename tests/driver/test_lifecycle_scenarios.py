@@ -6,13 +6,13 @@ what the plugin answers.
 
 from __future__ import annotations
 
-import json
 import sys
 import threading
 import time
 from pathlib import Path
 
 import grpc
+import msgpack
 import pytest
 from google.protobuf.duration_pb2 import Duration
 
@@ -20,6 +20,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from test_lifecycle_support import FifoReader, world  # noqa: E402,F401
 
 from driver.pb import driver_pb2  # noqa: E402
+from driver.tasks import DriverState  # noqa: E402
 
 ALLOC_A = "aaaaaaaa-1111-2222-3333-444444444444"
 ALLOC_B = "bbbbbbbb-1111-2222-3333-444444444444"
@@ -73,7 +74,7 @@ def inspect(host, tid):
 
 
 def arn_of(handle) -> str:
-    return json.loads(handle.driver_state)["task_arn"]
+    return DriverState.decode(handle.driver_state).task_arn
 
 
 class Events:
@@ -117,10 +118,11 @@ def test_normal_life_start_monitor_inspect_stop(world, config, plugin_host, tmp_
                            task_group_name="ecs-remote-task-demo")
     handle = resp.handle
     assert handle.version == 1 and handle.config.id == tid
-    state = json.loads(handle.driver_state)
-    assert {"v", "cluster", "region", "task_arn", "started_at"} <= set(state) and state["v"] == 1
-    assert "secret" not in handle.driver_state.decode().lower() and "testing" not in handle.driver_state.decode()
-    arn = state["task_arn"]
+    state = msgpack.unpackb(handle.driver_state)
+    assert {"v", "cluster", "region", "ARN", "started_at", "task_id"} <= set(state) and state["v"] == 2
+    assert state["task_id"] == tid and state["cluster"] == world.cluster
+    assert b"secret" not in handle.driver_state.lower() and b"testing" not in handle.driver_state
+    arn = state["ARN"]
     fifo.wait_for(f"client is remotely monitoring ECS task: {arn} with status RUNNING")
     fifo.buf = b""
     fifo.wait_for(f"client is remotely monitoring ECS task: {arn}", timeout=5)  # a heartbeat keeps coming
