@@ -72,8 +72,11 @@ def nomad_bin() -> str:
 
     binary = nomad_binary()
     if binary is None:
-        raise EcsdemoError("nomad is not installed (not on PATH, ECSDEMO_NOMAD_BIN not set)",
-                           hint="install Nomad 1.1-1.9 or set ECSDEMO_NOMAD_BIN; `ecsdemo doctor` checks it")
+        from ecsdemo.binaries import locate
+
+        raise EcsdemoError(f"nomad is not installed: {locate('nomad').why_not()}",
+                           hint="run `ecsdemo install nomad` (or `ecsdemo up`, which installs it), or set "
+                                "ECSDEMO_NOMAD_BIN; `ecsdemo doctor` checks it")
     return binary
 
 

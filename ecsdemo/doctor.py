@@ -7,21 +7,15 @@ fails. Ports held by agents that ecsdemo itself started (a re-run of `up`) count
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
 import socket
-import subprocess
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ecsdemo.config import CONFIG_FILE, DemoConfig
 from ecsdemo.errors import EcsdemoError
-from ecsdemo.nomad import REMOTE_TASKS_FROM, REMOTE_TASKS_UNTIL, parse_version
 
-TERRAFORM_MIN = (1, 0, 0)
 REGISTRY = ("registry.terraform.io", 443)
-COMMAND_TIMEOUT = 15.0
 
 
 @dataclass
@@ -31,59 +25,59 @@ class Check:
     detail: str
     hint: str | None = None
     blocking: bool = True   # a failed blocking check stops `up`; a failed non-blocking one is a warning
+    source: str | None = None    # binaries: where it comes from ("env", "PATH", "ecsdemo cache")
+    version: str | None = None   # binaries: the version found
+    path: str | None = None      # binaries: the executable
 
     def to_json(self) -> dict:
-        return asdict(self)
+        data = asdict(self)
+        for key in ("source", "version", "path"):
+            if data[key] is None:
+                del data[key]
+        return data
 
 
 def blocking_failures(checks: list[Check]) -> list[Check]:
     return [c for c in checks if not c.ok and c.blocking]
 
 
-def _fmt(v: tuple[int, ...]) -> str:
-    return ".".join(map(str, v))
-
-
 def nomad_binary() -> str | None:
-    """The nomad executable: $ECSDEMO_NOMAD_BIN, else `nomad` on PATH."""
+    """The nomad executable ecsdemo runs ($ECSDEMO_NOMAD_BIN, else PATH, else ecsdemo's cache), or None."""
+    from ecsdemo import binaries
+
     override = os.environ.get("ECSDEMO_NOMAD_BIN")
-    if override:
+    if override:   # the user's explicit choice (its version is the nomad check's business)
         return override if (os.path.isfile(override) and os.access(override, os.X_OK)) else None
-    return shutil.which("nomad")
-
-
-def _run(argv: list[str]) -> tuple[int, str]:
-    try:
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=COMMAND_TIMEOUT, stdin=subprocess.DEVNULL)
-    except subprocess.TimeoutExpired:
-        return -1, f"`{' '.join(argv)}` did not answer within {COMMAND_TIMEOUT:.0f}s"
-    except OSError as exc:
-        return -1, f"cannot run {argv[0]}: {exc.strerror or exc}"
-    return proc.returncode, (proc.stdout or "") + (proc.stderr or "")
+    return binaries.locate("nomad").path
 
 
 # --- the checks ------------------------------------------------------------------------------------
-def check_nomad() -> Check:
-    name = "nomad"
-    binary = nomad_binary()
-    if binary is None:
-        where = os.environ.get("ECSDEMO_NOMAD_BIN")
-        detail = f"ECSDEMO_NOMAD_BIN={where} is not an executable file" if where else "`nomad` is not on PATH"
-        return Check(name, False, detail, hint="install Nomad 1.1-1.9 (https://releases.hashicorp.com/nomad/) "
-                                               "and put it on PATH, or set ECSDEMO_NOMAD_BIN")
-    rc, out = _run([binary, "version"])
-    version = parse_version(out) if rc == 0 else None
-    if version is None:
-        first = out.strip().splitlines()[0] if out.strip() else f"exit code {rc}"
-        return Check(name, False, f"`{binary} version` gave no version ({first})",
-                     hint="check that ECSDEMO_NOMAD_BIN / PATH points at a Nomad binary")
-    if version >= REMOTE_TASKS_UNTIL:
-        return Check(name, False, f"Nomad {_fmt(version)} at {binary}: remote tasks were removed in Nomad 1.10",
-                     hint="use Nomad 1.9.x or older (>= 1.1.0); set ECSDEMO_NOMAD_BIN to it")
-    if version < REMOTE_TASKS_FROM:
-        return Check(name, False, f"Nomad {_fmt(version)} at {binary}: remote task drivers need Nomad >= 1.1.0",
-                     hint="install Nomad 1.1-1.9")
-    return Check(name, True, f"Nomad {_fmt(version)} ({binary})")
+def _binary_check(product: str, auto_install: bool) -> tuple[Check, object]:
+    """The check for `product`'s binary: where it comes from (env, PATH, ecsdemo cache) and its version."""
+    from ecsdemo import binaries, releases
+
+    found = binaries.locate(product)
+    name = product
+    if found.chosen is not None:
+        c = found.chosen
+        skipped = f"; skipped {found.skipped[0].problem}" if found.skipped else ""
+        return Check(name, True, f"{binaries.label(product)} {c.version_text} at {c.path}{skipped}",
+                     source=c.source, version=c.version_text, path=c.path), found
+    var = releases.BIN_ENV[product]
+    bad = found.skipped[0] if found.skipped else None
+    extra = dict(source=bad.source, version=bad.version_text, path=bad.path) if bad else {}
+    if found.env_set:
+        return Check(name, False, found.why_not(), **extra,
+                     hint=f"point {var} at a usable {product}, or unset it and run `ecsdemo install {product}`"), found
+    what = "Nomad 1.9.7" if product == "nomad" else "the newest Terraform 1.x"
+    detail = found.why_not() + (f"; `ecsdemo up` will install {what} into its cache" if auto_install else "")
+    return Check(name, False, detail, blocking=not auto_install, **extra,
+                 hint=f"run `ecsdemo install {product}` ({what} into ecsdemo's cache), or put a usable "
+                      f"{product} on PATH or set {var}"), found
+
+
+def check_nomad(auto_install: bool = True) -> Check:
+    return _binary_check("nomad", auto_install)[0]
 
 
 def terraform_mirror(cfg: DemoConfig) -> Path | None:
@@ -103,27 +97,9 @@ def _reachable(host: str, port: int, timeout: float = 3.0) -> bool:
         return False
 
 
-def check_terraform(cfg: DemoConfig) -> list[Check]:
-    binary = shutil.which("terraform")
-    if binary is None:
-        return [Check("terraform", False, "`terraform` is not on PATH",
-                      hint="install Terraform >= 1.0 (https://developer.hashicorp.com/terraform/install)")]
-    rc, out = _run([binary, "version", "-json"])
-    version = None
-    if rc == 0:
-        try:
-            version = parse_version(json.loads(out[out.index("{"):])["terraform_version"])
-        except (ValueError, KeyError, TypeError):
-            version = parse_version(out)
-    if version is None:
-        return [Check("terraform", False, f"`terraform version` failed: {out.strip()[:200]}",
-                      hint="check the terraform installation")]
-    checks = []
-    if version < TERRAFORM_MIN:
-        checks.append(Check("terraform", False, f"Terraform {_fmt(version)} is too old (need >= 1.0)",
-                            hint="install Terraform >= 1.0"))
-    else:
-        checks.append(Check("terraform", True, f"Terraform {_fmt(version)} ({binary})"))
+def check_terraform(cfg: DemoConfig, auto_install: bool = True) -> list[Check]:
+    check, found = _binary_check("terraform", auto_install)
+    checks = [check]
     mirror = terraform_mirror(cfg)
     if mirror is not None:
         if _mirror_has_aws(mirror):
@@ -251,9 +227,10 @@ def running_agents(cfg: DemoConfig) -> set[str]:
         return set()
 
 
-def run_checks(cfg: DemoConfig) -> list[Check]:
-    """Every prerequisite of `up` for this configuration."""
-    checks = [check_nomad(), *check_terraform(cfg), check_aws(cfg)]
+def run_checks(cfg: DemoConfig, auto_install: bool = True) -> list[Check]:
+    """Every prerequisite of `up` for this configuration. With `auto_install` (what `up` does unless told
+    --no-install), a missing nomad or terraform is a warning: `up` installs it into ecsdemo's cache."""
+    checks = [check_nomad(auto_install), *check_terraform(cfg, auto_install), check_aws(cfg)]
     checks.append(check_ports(cfg, ours=running_agents(cfg)))
     checks.append(check_plugin_dir(cfg))
     checks += check_state_dir(cfg)

@@ -120,10 +120,34 @@ class UpResult:
         return self.__dict__.copy()
 
 
-def up(cfg: DemoConfig, reporter: Reporter, timing: Timing | None = None) -> UpResult:
-    """doctor -> (local endpoint) -> Terraform -> render -> plugin -> agents -> wait until ready."""
+@dataclass
+class BinaryPolicy:
+    """How `up` gets nomad and terraform when none is usable (see ecsdemo.binaries)."""
+
+    install: bool = True                  # False: --no-install
+    releases_url: str | None = None       # None: $ECSDEMO_RELEASES_URL, else releases.hashicorp.com
+    releases_key: str | Path | None = None
+    on_bytes: Callable[[str, int, int | None], None] | None = None   # download progress
+
+
+def ensure_binaries(reporter: Reporter, policy: BinaryPolicy | None = None) -> dict[str, str | None]:
+    """Find nomad and terraform (env, PATH, ecsdemo cache); install the missing ones unless told not to.
+    Returns {product: path or None}; what is still missing is then named by the prerequisite checks."""
+    from ecsdemo import binaries
+
+    policy = policy or BinaryPolicy()
+    return {product: binaries.ensure(product, reporter, install=policy.install, releases_url=policy.releases_url,
+                                     releases_key=policy.releases_key, on_bytes=policy.on_bytes).path
+            for product in ("nomad", "terraform")}
+
+
+def up(cfg: DemoConfig, reporter: Reporter, timing: Timing | None = None,
+       binaries: BinaryPolicy | None = None) -> UpResult:
+    """binaries -> doctor -> (local endpoint) -> Terraform -> render -> plugin -> agents -> wait until ready."""
     from ecsdemo import infra
 
+    policy = binaries or BinaryPolicy()
+    ensure_binaries(reporter, policy)
     warnings = check_prerequisites(cfg, reporter)
     cfg.state.ensure()
     cfg.save()   # first: whatever happens next, `teardown` knows which demo this is
@@ -140,10 +164,11 @@ def up(cfg: DemoConfig, reporter: Reporter, timing: Timing | None = None) -> UpR
     return result
 
 
-def check_prerequisites(cfg: DemoConfig, reporter: Reporter) -> list[str]:
-    """Run doctor's checks; raise on a blocking failure, return (and report) the warnings."""
+def check_prerequisites(cfg: DemoConfig, reporter: Reporter, auto_install: bool = False) -> list[str]:
+    """Run doctor's checks; raise on a blocking failure, return (and report) the warnings. (A missing
+    binary blocks here: `up` has run `ensure_binaries` first.)"""
     with reporter.step("Checking prerequisites"):
-        checks = doctor.run_checks(cfg)
+        checks = doctor.run_checks(cfg, auto_install=auto_install)
         blocking = doctor.blocking_failures(checks)
         if blocking:
             raise EcsdemoError("prerequisites missing: " + "; ".join(f"{c.name}: {c.detail}" for c in blocking),

@@ -44,16 +44,23 @@ LineCallback = Callable[[str], None]
 
 
 def find_binary() -> str:
-    """Path of the terraform binary (`ECSDEMO_TERRAFORM` or PATH), or a clear error saying how to get one."""
+    """Path of the terraform binary (`ECSDEMO_TERRAFORM`, else PATH, else ecsdemo's cache: see
+    ecsdemo.binaries), or a clear error saying how to get one."""
+    from ecsdemo import binaries
+
     configured = os.environ.get("ECSDEMO_TERRAFORM")
     if configured:
         if not (os.path.isfile(configured) and os.access(configured, os.X_OK)):
             raise EcsdemoError(f"ECSDEMO_TERRAFORM={configured} is not an executable file", hint=INSTALL_HINT)
         return configured
-    found = shutil.which("terraform")
-    if not found:
-        raise EcsdemoError("terraform was not found on PATH", hint=INSTALL_HINT)
-    return found
+    found = binaries.locate("terraform")
+    if found.path is None:
+        on_path = shutil.which("terraform")
+        if on_path:   # there, but unusable: TerraformRunner.version() names why
+            return on_path
+        raise EcsdemoError("terraform was not found on PATH (nor in ecsdemo's cache)",
+                           hint=INSTALL_HINT + "; or run `ecsdemo install terraform`")
+    return found.path
 
 
 def state_has_resources(workdir: Path) -> bool:
