@@ -225,6 +225,9 @@ def _resume(rec: dict) -> bool:
         return False
     with contextlib.suppress(psutil.Error):
         proc.resume()
+    deadline = time.monotonic() + 5.0   # delivered asynchronously, like SIGSTOP
+    while _is_paused(proc) and time.monotonic() < deadline:
+        time.sleep(0.01)
     return True
 
 
@@ -281,6 +284,9 @@ def paused_local_endpoint(state: StateDir) -> Iterator[dict]:
                 proc.suspend()
             except psutil.Error as exc:
                 raise EcsdemoError(f"cannot pause the local AWS endpoint (pid {rec['pid']}): {exc}") from None
+            deadline = time.monotonic() + 5.0   # the signal is delivered asynchronously
+            while not _is_paused(proc) and time.monotonic() < deadline:
+                time.sleep(0.01)
             yield rec
         finally:
             _resume(rec)

@@ -20,9 +20,10 @@ def test_unknown_scenario_is_a_usage_error(tmp_path):
 
 
 @pytest.mark.parametrize("flag,scenario", [("--revert", "drain"), ("--keep-drained", "stop"),
-                                           ("--no-restart", "update")])
+                                           ("--no-restart", "update"), ("--for=30", "task-exit")])
 def test_option_for_another_scenario_is_refused(tmp_path, flag, scenario):
     proc = run_cli("run-scenario", scenario, flag, "--state-dir", str(tmp_path))
+    flag = flag.split("=")[0]
     assert proc.returncode == 2
     assert f"{flag} does not apply to the {scenario} scenario" in proc.stderr and "Traceback" not in proc.stderr
 
@@ -36,3 +37,16 @@ def test_no_demo_in_the_state_dir(tmp_path):
 def test_timeout_must_be_positive(tmp_path):
     proc = run_cli("run-scenario", "drain", "--timeout", "0", "--state-dir", str(tmp_path))
     assert proc.returncode == 2 and "--timeout" in proc.stderr
+
+
+def test_outage_length_must_be_at_least_a_second(tmp_path):
+    proc = run_cli("run-scenario", "outage", "--for", "0", "--state-dir", str(tmp_path))
+    assert proc.returncode == 2 and "--for" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_help_names_the_new_scenarios_and_the_order():
+    proc = run_cli("run-scenario", "--help")
+    text = " ".join(proc.stdout.replace("│", " ").split())   # Rich's help boxes wrap the text
+    assert proc.returncode == 0
+    assert "drain, undrain, lost-node, client-restart, task-exit, outage, update, stop" in text
+    assert "--for" in text
