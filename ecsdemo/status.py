@@ -41,6 +41,16 @@ def alloc_summary(alloc: dict) -> dict:
             "live": is_live(alloc)}
 
 
+OWNER_TAG = "nomad:owner"       # the plugin's record of the Nomad task (`<alloc id>/<task>/...`) that owns it
+
+
+def _owner_tag(task: dict) -> str | None:
+    """The allocation the plugin's `nomad:owner` tag names (it follows hand-overs), when it names one."""
+    value = next((t.get("value") for t in task.get("tags") or [] if t.get("key") == OWNER_TAG), None) or ""
+    alloc = value.split("/", 1)[0]
+    return alloc if len(alloc) == 36 and all(c in "0123456789abcdef-" for c in alloc) else None
+
+
 def ecs_summary(tasks: list[dict], allocs: list[dict] | None) -> list[dict]:
     """The cluster's tasks with their owner; `orphan` is None when the allocations are unknown."""
     live = [a for a in allocs or [] if a["live"]]
@@ -48,7 +58,7 @@ def ecs_summary(tasks: list[dict], allocs: list[dict] | None) -> list[dict]:
     out = []
     for t in tasks:
         arn = t.get("taskArn")
-        tagged = aws.task_owner(t)
+        tagged = _owner_tag(t) or aws.task_owner(t)
         holder = by_arn.get(arn)
         if holder is None and tagged:
             holder = next((a["id"] for a in live if a["id"].startswith(tagged)), None)

@@ -147,7 +147,8 @@ class Watcher:
 
     def __init__(self, cfg: DemoConfig, nomad: Any = None, ecs_client: Any = None, *, timeout: float = 5.0,
                  block_wait: float = 10.0, ecs_interval: float = 2.0, max_events: int = 200,
-                 clock: Callable[[], float] = time.time):
+                 clock: Callable[[], float] = time.time,
+                 on_view: Callable[[float, dict, list[Event]], None] | None = None):
         from ecsdemo.nomad import NomadClient
 
         self.cfg = cfg
@@ -155,6 +156,7 @@ class Watcher:
         self.block_wait = block_wait
         self.ecs_interval = ecs_interval
         self.clock = clock
+        self.on_view = on_view              # called (under the lock) with every new view and its events
         self._nomad_factory = (lambda: nomad) if nomad is not None else (
             lambda: NomadClient(cfg.server_address, timeout=timeout))
         self._ecs_client = ecs_client
@@ -211,8 +213,12 @@ class Watcher:
             data.update(status.ecs_part(self._tasks, self._ecs_error, data["allocations"]))
             if data == self._view:
                 return
-            self.events.extend(diff(self._view, data, self.clock()))
+            now = self.clock()
+            news = diff(self._view, data, now)
+            self.events.extend(news)
             self._view = data
+            if self.on_view is not None:
+                self.on_view(now, data, news)
             self._version += 1
             self._cond.notify_all()
 

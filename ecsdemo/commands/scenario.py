@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json as jsonlib
 from enum import Enum
+from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
@@ -50,6 +51,10 @@ def register(app: typer.Typer) -> None:
             "--for", min=1, metavar="SECONDS",
             help=f"outage: how long the local AWS endpoint stops answering (default {DEFAULT_OUTAGE_S:g}: the "
                  "plugin fingerprints every 30 s and gives up on an unanswered call after 15 s).")] = None,
+        report_file: Annotated[Optional[Path], typer.Option(
+            "--report", metavar="FILE", dir_okay=False,
+            help="Also write a self-contained HTML report: the checklist and a timeline of the run (allocations "
+                 "per node, each ECS task, the moments the scenarios acted).")] = None,
         state_dir: StateDirOpt = None,
     ) -> None:
         """Run a demo scenario against the running demo and verify what happened (exit 1 if a check fails,
@@ -75,7 +80,7 @@ def register(app: typer.Typer) -> None:
                           **({"outage_for": outage_for} if outage_for is not None else {}))
         reporter = RichReporter(quiet=json)
         env = ScenarioEnv.from_config(cfg, reporter, options)
-        report = runner.run(name, env)
+        report = _run_with_report(name, env, report_file, json) if report_file else runner.run(name, env)
         if json:
             typer.echo(jsonlib.dumps(report.to_json(), indent=2, default=str))
         else:
@@ -84,6 +89,27 @@ def register(app: typer.Typer) -> None:
             # An EcsdemoError, not typer.Exit: `cli.main` runs the app with standalone_mode=False, where an
             # Exit's code is returned rather than used.
             raise EcsdemoError(_summary(report), exit_code=report.exit_code)
+
+
+def _run_with_report(name: str, env, report_file: Path, json: bool):
+    """Run the scenario while a background recorder samples Nomad and ECS, then write the HTML report
+    (also when checks failed or on Ctrl-C: what was recorded so far)."""
+    from ecsdemo import report as html_report
+    from ecsdemo.console import err_console
+    from ecsdemo.scenarios import runner
+    from ecsdemo.scenarios.model import Report
+
+    html_report.check_path(report_file)
+    recorder = html_report.Recorder(env.cfg).start()
+    result = Report(name)
+    try:
+        result = runner.run(name, env)
+    finally:
+        recorder.stop()
+        written = html_report.write(report_file, result, recorder)
+        (err_console if json else console).print(f"report written to [bold]{escape(str(written))}[/bold]",
+                                                 soft_wrap=True)
+    return result
 
 
 def _summary(report) -> str:
