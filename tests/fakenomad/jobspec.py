@@ -90,6 +90,21 @@ def _labelled(body: dict, name: str, where: str) -> list[tuple[str, dict]]:
     return out
 
 
+def _meta(body: dict, where: str) -> dict | None:
+    """A `meta { k = v }` block or `meta = { k = v }` attribute as Nomad's map[string]string."""
+    value = body.get("meta")
+    if value is None:
+        return None
+    if isinstance(value, list):
+        if len(value) != 1 or not isinstance(value[0], dict):
+            raise JobSpecError(f"{where}: only one meta block is allowed")
+        value = value[0]
+    if not isinstance(value, dict):
+        raise JobSpecError(f"{where}: meta must be a map")
+    return {str(k): v if isinstance(v, str) else str(v).lower() if isinstance(v, bool) else str(v)
+            for k, v in value.items()}
+
+
 def _merge(defaults: dict | None, given: dict | None) -> dict | None:
     if defaults is None:
         return given
@@ -116,7 +131,7 @@ def _task(name: str, body: dict, where: str, canonical: bool) -> dict:
         "Name": name, "Driver": body.get("driver", ""), "User": body.get("user", ""), "Config": config,
         "Constraints": None, "Affinities": None, "Env": body.get("env", [None])[0] if body.get("env") else None,
         "Services": None, "Resources": resources,
-        "RestartPolicy": None, "Meta": body.get("meta", [None])[0] if body.get("meta") else None,
+        "RestartPolicy": None, "Meta": _meta(body, where),
         "KillTimeout": (_convert(f"{where}.kill_timeout", kill_timeout, "dur") if kill_timeout is not None
                         else (5 * NS if canonical else None)),
         "LogConfig": {"MaxFiles": 10, "MaxFileSizeMB": 10} if canonical else None,
@@ -161,7 +176,8 @@ def parse_hcl(text: str, canonicalize: bool = True) -> dict:
             "Update": (_merge(_merge(DEFAULT_UPDATE, job_update), update) if canon and service
                        else update),
             "Migrate": _merge(DEFAULT_MIGRATE if canon and service else None, migrate),
-            "Networks": None, "Meta": None, "Services": None, "ShutdownDelay": None, "StopAfterClientDisconnect": None,
+            "Networks": None, "Meta": _meta(gbody, gwhere), "Services": None, "ShutdownDelay": None,
+            "StopAfterClientDisconnect": None,
             "MaxClientDisconnect": None, "Scaling": None, "Consul": None,
         })
         if canon:
@@ -176,7 +192,7 @@ def parse_hcl(text: str, canonicalize: bool = True) -> dict:
         "Constraints": None, "Affinities": None, "TaskGroups": groups,
         "Update": (_merge(DEFAULT_UPDATE, job_update) if canon and (job_type == "service") else job_update),
         "Multiregion": None, "Spreads": None, "Periodic": None, "ParameterizedJob": None, "Reschedule": None,
-        "Migrate": None, "Meta": body.get("meta", [None])[0] if body.get("meta") else None,
+        "Migrate": None, "Meta": _meta(body, where),
         "ConsulToken": "" if canon else None, "VaultToken": "" if canon else None,
         "Stop": False if canon else None, "ParentID": "" if canon else None, "Dispatched": False,
         "DispatchIdempotencyToken": "" if canon else None, "Payload": None,

@@ -1,8 +1,18 @@
 """The server side of the simulation: scheduler, drainer, heartbeat timer, health and deployments.
 
 `ServerLoop` ticks every `Timings.tick` and, under the cluster lock: marks nodes whose heartbeats
-stopped `down` (lost allocs, node-update evals), marks allocs healthy after `min_healthy_time`, runs the
-drainer, then processes pending evaluations with `reconcile` (doc sections 6 and 10.8/10.9).
+stopped `down` (lost allocs, node-update evals), turns a client's `failed` report into an `alloc-failure`
+eval, marks allocs healthy (or unhealthy) and runs the deployment watcher's reaction, runs the drainer,
+then processes pending evaluations with `reconcile` (doc sections 6 and 10.8/10.9).
+
+Where Nomad's scheduler does something surprising the fake does it too (sources at v1.1.0 and v1.9.7):
+- a migrating (drained) alloc is stopped even when its replacement finds no node: the stop is
+  unconditional in scheduler/reconcile.go computeMigrations, only a destructive update's stop is taken
+  back (generic_sched.go PopUpdate). The replacement placed later (blocked eval) is a fresh allocation:
+  no PreviousAllocation, no TaskHandle, so a new remote task (nomad#10592);
+- a change of job or group `meta` alone is a destructive update (scheduler/util.go tasksUpdated);
+- a failed alloc is replaced per its group's `reschedule` policy, on another node when there is one,
+  and its replacement gets no TaskHandle (only lost or migrating allocs hand over).
 """
 
 from __future__ import annotations
@@ -12,7 +22,7 @@ import threading
 import time
 
 from tests.fakenomad.model import TERMINAL_CLIENT, Cluster, new_id, new_task_state
-from tests.fakenomad.wire import NS, rfc3339nano
+from tests.fakenomad.wire import NS, parse_rfc3339nano, rfc3339nano
 
 LOST = "alloc is lost since its node is down"
 MIGRATING = "alloc is being migrated"
@@ -38,11 +48,49 @@ def feasible_nodes(cl: Cluster, driver: str) -> tuple[list[dict], dict]:
     return ok, metric
 
 
-def _tasks_changed(old_job: dict, new_job: dict, group: str) -> bool:
-    def tasks(job):
-        g = next((g for g in job["TaskGroups"] if g["Name"] == group), None)
-        return None if g is None else g["Tasks"]
-    return tasks(old_job) != tasks(new_job)
+def _group(job: dict, name: str) -> dict | None:
+    return next((g for g in job["TaskGroups"] if g["Name"] == name), None)
+
+
+def _combined_meta(job: dict, group: dict, task: dict) -> dict:
+    """Job.CombinedTaskMeta (nomad/structs/structs.go): task meta over group meta over job meta."""
+    meta = dict(job.get("Meta") or {})
+    meta.update(group.get("Meta") or {})
+    meta.update(task.get("Meta") or {})
+    return meta
+
+
+_TASK_FIELDS = ("Driver", "User", "Config", "Env", "Artifacts", "Vault", "Templates", "VolumeMounts",
+                "CSIPluginConfig")
+_RESOURCE_FIELDS = ("CPU", "Cores", "MemoryMB", "MemoryMaxMB", "Devices", "Networks")
+
+
+def tasks_updated(old_job: dict, new_job: dict, group_name: str) -> bool:
+    """Whether an allocation must be replaced (destructive update) rather than updated in place, as
+    scheduler/util.go `tasksUpdated` decides: the task count, ephemeral disk, networks, affinities, spreads,
+    volumes; per task its driver, user, config, env, artifacts, vault, templates, volume mounts, the
+    COMBINED job+group+task meta (so a change of job `meta` alone is destructive) and resources. Anything
+    else (kill_timeout, restart/reschedule/migrate/update blocks, count, log config...) is in place."""
+    a, b = _group(old_job, group_name), _group(new_job, group_name)
+    if a is None or b is None or len(a["Tasks"]) != len(b["Tasks"]):
+        return True
+    for key in ("EphemeralDisk", "Networks", "Affinities", "Spreads", "Volumes"):
+        if a.get(key) != b.get(key):
+            return True
+    if (old_job.get("Affinities"), old_job.get("Spreads")) != (new_job.get("Affinities"), new_job.get("Spreads")):
+        return True
+    for at in a["Tasks"]:
+        bt = next((t for t in b["Tasks"] if t["Name"] == at["Name"]), None)
+        if bt is None:
+            return True
+        if any(at.get(k) != bt.get(k) for k in _TASK_FIELDS):
+            return True
+        if _combined_meta(old_job, a, at) != _combined_meta(new_job, b, bt):
+            return True
+        ra, rb = at.get("Resources") or {}, bt.get("Resources") or {}
+        if any(ra.get(k) != rb.get(k) for k in _RESOURCE_FIELDS):
+            return True
+    return False
 
 
 def set_job_status(cl: Cluster, job: dict, index: int) -> None:
@@ -60,21 +108,31 @@ def set_job_status(cl: Cluster, job: dict, index: int) -> None:
         cl.stamp(job, index, "jobs")
 
 
-def _stop(cl: Cluster, alloc: dict, index: int, description: str, client_status: str | None = None) -> None:
+def _stop(cl: Cluster, alloc: dict, index: int, description: str, client_status: str = "") -> None:
+    """Plan.AppendStoppedAlloc (nomad/structs/structs.go): desired stop with a description, the client status
+    only when given (lost), and an AllocStates entry {Field: ClientStatus (0), Value: <client status or "">}."""
     alloc["DesiredStatus"] = "stop"
     alloc["DesiredDescription"] = description
     if client_status:
         alloc["ClientStatus"] = client_status
+    alloc["AllocStates"] = (alloc.get("AllocStates") or []) + [
+        {"Field": 0, "Value": client_status, "Time": rfc3339nano()}]
     alloc["AllocModifyIndex"] = index
     alloc["ModifyTime"] = time.time_ns()
     cl.stamp(alloc, index, "allocs")
 
 
-def _place(cl: Cluster, job: dict, group: dict, name: str, ev: dict, index: int, node: dict,
-           prev: dict | None, copy_handle: bool) -> dict:
-    task_states = None
-    if prev is not None and copy_handle and prev.get("TaskStates"):
-        task_states = {t: new_task_state(ts.get("TaskHandle")) for t, ts in prev["TaskStates"].items()}
+def _undo_stop(alloc: dict, saved: dict) -> None:
+    """Plan.PopUpdate: the stop planned for a destructive update is taken back when its replacement found no
+    node (scheduler/generic_sched.go computePlacements), so the old allocation keeps running."""
+    alloc.update(saved)
+
+
+def _place(cl: Cluster, job: dict, group: dict, name: str, ev: dict, index: int, node: dict, metric: dict,
+           prev: dict | None = None, prev_lost: bool = False, reschedule: bool = False) -> dict:
+    """One placement (scheduler/generic_sched.go computePlacements). With a previous allocation: the chain
+    (PreviousAllocation here, NextAllocation on prev as the state store sets it), the RescheduleTracker when
+    rescheduling (updateRescheduleTracker), and the task handles only as `propagateTaskState` copies them."""
     dep = cl.latest_deployment(job["ID"])
     dep_id = dep["ID"] if dep and dep["Status"] == "running" and dep["JobVersion"] == job["Version"] else ""
     now = time.time_ns()
@@ -88,26 +146,183 @@ def _place(cl: Cluster, job: dict, group: dict, name: str, ev: dict, index: int,
         "Resources": None, "SharedResources": None, "TaskResources": None,
         "DesiredStatus": "run", "DesiredDescription": "",
         "DesiredTransition": {"Migrate": None, "Reschedule": None, "ForceReschedule": None, "NoShutdownDelay": None},
-        "ClientStatus": "pending", "ClientDescription": "", "TaskStates": task_states, "AllocStates": None,
-        "PreviousAllocation": prev["ID"] if prev else "", "NextAllocation": "", "DeploymentID": dep_id,
+        "ClientStatus": "pending", "ClientDescription": "", "TaskStates": None, "AllocStates": None,
+        "PreviousAllocation": "", "NextAllocation": "", "DeploymentID": dep_id,
         "DeploymentStatus": None, "RescheduleTracker": None, "NetworkStatus": None, "FollowupEvalID": "",
         "PreemptedAllocations": None, "PreemptedByAllocation": "", "SigningKeyID": "",
-        "Metrics": None, "CreateIndex": index, "ModifyIndex": index, "AllocModifyIndex": index,
+        "Metrics": copy.deepcopy(metric), "CreateIndex": index, "ModifyIndex": index, "AllocModifyIndex": index,
         "CreateTime": now, "ModifyTime": now,
     }
-    cl.allocs[alloc["ID"]] = alloc
-    cl.tables["allocs"] = index
     if prev is not None:
+        alloc["PreviousAllocation"] = prev["ID"]
+        if reschedule:
+            _update_reschedule_tracker(cl, alloc, prev, now)
+        alloc["TaskStates"] = _propagate_task_state(alloc, prev, prev_lost)
         prev["NextAllocation"] = alloc["ID"]
         cl.stamp(prev, index, "allocs")
+    cl.allocs[alloc["ID"]] = alloc
+    cl.tables["allocs"] = index
     if dep_id:
         dep["TaskGroups"][group["Name"]]["PlacedAllocs"] += 1
         cl.stamp(dep, index, "deployment")
     return alloc
 
 
+def _propagate_task_state(alloc: dict, prev: dict, prev_lost: bool) -> dict | None:
+    """scheduler/generic_sched.go propagateTaskState: only a previous allocation that is not client-terminal
+    and is lost or migrating hands its TaskHandles over (a fresh pending TaskState holding a copy). Job
+    updates, reschedules of failed allocations and placements after the old one finished get none. As in
+    Nomad, a lost alloc is judged by its status before this plan marks it `lost`."""
+    if prev["ClientStatus"] in TERMINAL_CLIENT and not (prev_lost and prev.get("_was_live")):
+        return None
+    if not prev_lost and not prev["DesiredTransition"].get("Migrate"):
+        return None
+    tasks = alloc["AllocatedResources"]["Tasks"]
+    return {t: new_task_state(ts["TaskHandle"]) for t, ts in (prev.get("TaskStates") or {}).items()
+            if ts.get("TaskHandle") and t in tasks}
+
+
+# --- rescheduling (nomad/structs/structs.go Allocation.NextRescheduleTime / NextDelay / RescheduleTracker,
+# scheduler/reconcile_util.go filterByRescheduleable, scheduler/reconcile.go) ---------------------------------
+
+RESCHEDULED = "alloc was rescheduled because it failed"
+FOLLOWUP_DESC = "created for delayed rescheduling"
+RESCHEDULE_WINDOW = 1 * NS          # reconcile.go rescheduleWindowSize: "now" if due within 1 s
+BATCHED_FAILED_WINDOW = 5 * NS      # reconcile.go batchedFailedAllocWindowSize: one follow-up eval per 5 s
+MAX_PAST_RESCHEDULE_EVENTS = 5      # generic_sched.go maxPastRescheduleEvents (unlimited policies)
+
+
+def _scaled(cl: Cluster, ns: int) -> int:
+    """A policy duration as the simulation waits it (`Timings.reschedule_scale`); JSON keeps Nomad's value."""
+    return int(ns * cl.timings.reschedule_scale)
+
+
+def _policy(alloc: dict) -> dict | None:
+    group = _group(alloc["Job"], alloc["TaskGroup"])
+    return (group or {}).get("ReschedulePolicy")
+
+
+def _last_event_time(alloc: dict) -> int:
+    """Allocation.LastEventTime: the latest task FinishedAt, else the alloc's ModifyTime (ns)."""
+    last = 0
+    for ts in (alloc.get("TaskStates") or {}).values():
+        if ts.get("FinishedAt"):
+            last = max(last, parse_rfc3339nano(ts["FinishedAt"]))
+    return last or alloc["ModifyTime"]
+
+
+def _events(alloc: dict) -> list[dict]:
+    return ((alloc.get("RescheduleTracker") or {}).get("Events")) or []
+
+
+def next_delay(cl: Cluster, alloc: dict) -> int:
+    """Allocation.NextDelay (ns): `delay` for the first reschedule, then per `delay_function` (exponential:
+    last delay x2; fibonacci: sum of the last two; constant), capped at `max_delay`, and back to `delay`
+    once the allocation ran longer than the capped delay since its last reschedule."""
+    policy = _policy(alloc)
+    if policy is None:
+        return 0
+    delay = policy["Delay"]
+    events = _events(alloc)
+    if not events:
+        return delay
+    fn = policy.get("DelayFunction")
+    if fn == "exponential":
+        delay = events[-1]["Delay"] * 2
+    elif fn == "fibonacci":
+        if len(events) >= 2:
+            n1, n2 = events[-1]["Delay"], events[-2]["Delay"]
+            delay = n1 if (n2 == policy["MaxDelay"] and n1 == policy["Delay"]) else n1 + n2
+    else:
+        return delay
+    if policy.get("MaxDelay", 0) > 0 and delay > policy["MaxDelay"]:
+        delay = policy["MaxDelay"]
+        if _last_event_time(alloc) - events[-1]["RescheduleTime"] > _scaled(cl, delay):
+            delay = policy["Delay"]
+    return delay
+
+
+def _attempted(cl: Cluster, alloc: dict, policy: dict, fail_time: int) -> int:
+    return sum(1 for e in _events(alloc) if fail_time - e["RescheduleTime"] < _scaled(cl, policy["Interval"]))
+
+
+def reschedule_eligible(cl: Cluster, alloc: dict, at: int) -> bool:
+    """RescheduleTracker.RescheduleEligible: unlimited, or fewer attempts than `attempts` within `interval`."""
+    policy = _policy(alloc)
+    if policy is None or not (policy["Attempts"] > 0 or policy.get("Unlimited")):
+        return False
+    if policy.get("Unlimited") or not _events(alloc):
+        return True
+    return _attempted(cl, alloc, policy, at) < policy["Attempts"]
+
+
+def next_reschedule_time(cl: Cluster, alloc: dict) -> tuple[int, bool]:
+    """Allocation.NextRescheduleTime: (when, eligible). Only failed (or lost) allocations still desired
+    running qualify; the time is the failure time plus NextDelay (scaled for the simulation)."""
+    policy = _policy(alloc)
+    if policy is None or (policy["Attempts"] == 0 and not policy.get("Unlimited")):
+        return 0, False
+    if alloc["DesiredStatus"] == "stop" or alloc["ClientStatus"] not in ("failed", "lost"):
+        return 0, False
+    fail_time = _last_event_time(alloc)
+    delay = next_delay(cl, alloc)
+    when = fail_time + _scaled(cl, delay)
+    eligible = bool(policy.get("Unlimited")) or (policy["Attempts"] > 0 and not alloc.get("RescheduleTracker"))
+    if policy["Attempts"] > 0 and _events(alloc):
+        eligible = _attempted(cl, alloc, policy, fail_time) < policy["Attempts"] and delay < policy["Interval"]
+    return when, eligible
+
+
+def _update_reschedule_tracker(cl: Cluster, alloc: dict, prev: dict, now: int) -> None:
+    """generic_sched.go updateRescheduleTracker: carry the previous events (those within `interval` when
+    `attempts` is set, else the last 5) and add {RescheduleTime, PrevAllocID, PrevNodeID, Delay}."""
+    policy = _policy(prev) or {}
+    old = _events(prev)
+    if policy.get("Attempts", 0) > 0:
+        interval = _scaled(cl, policy.get("Interval", 0))
+        carried = [dict(e) for e in old if interval > 0 and now - e["RescheduleTime"] <= interval]
+    else:
+        carried = [dict(e) for e in old[-MAX_PAST_RESCHEDULE_EVENTS:]]
+    carried.append({"RescheduleTime": now, "PrevAllocID": prev["ID"], "PrevNodeID": prev["NodeID"],
+                    "Delay": next_delay(cl, prev)})
+    alloc["RescheduleTracker"] = {"Events": carried, "LastReschedule": "ok"}
+    prev["RescheduleTracker"] = dict(prev.get("RescheduleTracker") or {"Events": None}, LastReschedule="ok")
+
+
+def _classify_failed(cl: Cluster, a: dict, ev: dict, dep: dict | None, now: int) -> str:
+    """reconcile_util.go updateByReschedulable: "now", "later" or "keep" (counts, is not replaced)."""
+    if (dep is not None and a["DeploymentID"] == dep["ID"] and dep["Status"] == "running"
+            and not a["DesiredTransition"].get("Reschedule")):
+        return "keep"  # an active deployment's alloc is only replaced once the deployment watcher allows it
+    if a["DesiredTransition"].get("ForceReschedule"):
+        return "now"
+    when, eligible = next_reschedule_time(cl, a)
+    if eligible and (a["FollowupEvalID"] == ev["ID"] or when - now <= _scaled(cl, RESCHEDULE_WINDOW)):
+        return "now"
+    if eligible and not a["FollowupEvalID"]:
+        return "later"
+    return "keep"
+
+
+def _followup_evals(cl: Cluster, job: dict, later: list[dict], index: int) -> None:
+    """reconcile.go handleDelayedReschedules: pending `alloc-failure` evals with WaitUntil, one per batch of
+    failures due within 5 s of each other; each alloc records its eval in FollowupEvalID."""
+    timed = sorted(((next_reschedule_time(cl, a)[0], a) for a in later), key=lambda x: x[0])
+    ev, batch_start = None, 0
+    for when, a in timed:
+        if ev is None or when - batch_start >= _scaled(cl, BATCHED_FAILED_WINDOW):
+            batch_start = when
+            ev = cl.new_eval(job, job["ID"], "alloc-failure", index, StatusDescription=FOLLOWUP_DESC,
+                             WaitUntil=rfc3339nano(when / NS), _wait_until=when)
+        a["FollowupEvalID"] = ev["ID"]
+        cl.stamp(a, index, "allocs")
+
+
+# --- the reconciler -------------------------------------------------------------------------------------------
+
 def reconcile(cl: Cluster, ev: dict) -> None:
-    """Process one evaluation: make the job's allocations match the job (one plan, one index)."""
+    """Process one evaluation: make the job's allocations match the job (one plan, one index), following
+    scheduler/reconcile.go computeGroup and scheduler/generic_sched.go computeJobAllocs/computePlacements."""
     index = cl.bump("evals", "allocs", "jobs")
     job = cl.jobs.get(ev["JobID"])
     allocs = cl.job_allocs(ev["JobID"])
@@ -131,64 +346,118 @@ def reconcile(cl: Cluster, ev: dict) -> None:
 
     failed: dict[str, dict] = {}
     queued: dict[str, int] = {}
+    now = time.time_ns()
     for group in job["TaskGroups"]:
         gname = group["Name"]
         driver = group["Tasks"][0]["Driver"] if group["Tasks"] else ""
+        dep = cl.latest_deployment(job["ID"])
         live = [a for a in allocs if a["TaskGroup"] == gname and a["DesiredStatus"] == "run"]
-        # 1. lost (node down) and migrating allocs are stopped; remember which may hand over their handle
-        handover: dict[str, tuple[dict, bool]] = {}
+        # filterByTainted: lost (node down or gone) and migrating allocs are stopped and replaced at once
+        replace: list[tuple[dict, bool]] = []      # (previous alloc, lost)
+        untainted: list[dict] = []
+        reschedule_now: list[dict] = []
+        later: list[dict] = []
         for a in live:
             node = cl.nodes.get(a["NodeID"])
-            was_client_terminal = a["ClientStatus"] in TERMINAL_CLIENT
-            if node is None or node["Status"] == "down":
-                handover[a["Name"]] = (a, not was_client_terminal)
-                _stop(cl, a, index, LOST, "lost" if not was_client_terminal else None)
-            elif a["DesiredTransition"].get("Migrate"):
-                handover[a["Name"]] = (a, not was_client_terminal)
-                _stop(cl, a, index, MIGRATING)
-        live = [a for a in live if a["DesiredStatus"] == "run"]
-        # 2. job version changes: destructive -> stop and replace without a handle; else update in place
-        for a in live:
-            if a["Job"]["Version"] != job["Version"]:
-                if _tasks_changed(a["Job"], job, gname):
-                    handover[a["Name"]] = (a, False)
-                    _stop(cl, a, index, UPDATING)
-                else:
-                    a["Job"] = copy.deepcopy(job)
-                    cl.stamp(a, index, "allocs")
-        live = [a for a in live if a["DesiredStatus"] == "run"]
-        # 3. count: stop extras, place missing names
-        names = [f'{job["ID"]}.{gname}[{i}]' for i in range(group["Count"])]
-        for a in live:
-            if a["Name"] not in names:
-                _stop(cl, a, index, NOT_NEEDED)
-        have = {a["Name"] for a in live if a["Name"] in names}
-        missing = [n for n in names if n not in have]
-        if missing and ev["TriggeredBy"] in ("job-register", "queued-allocs") and job["Type"] == "service":
-            _ensure_deployment(cl, job, index)
-        nodes, metric = feasible_nodes(cl, driver)
-        for name in missing:
-            if not nodes:
-                queued[gname] = queued.get(gname, 0) + 1
-                failed[gname] = dict(metric, CoalescedFailures=queued[gname] - 1)
+            client_terminal = a["ClientStatus"] in TERMINAL_CLIENT
+            if not client_terminal and a["DesiredTransition"].get("Migrate"):
+                _stop(cl, a, index, MIGRATING)   # unconditional: a migration with no placement is not undone
+                replace.append((a, False))
+            elif not client_terminal and (node is None or node["Status"] == "down"):
+                a["_was_live"] = True
+                _stop(cl, a, index, LOST, "lost")
+                replace.append((a, True))
+            elif a["ClientStatus"] in ("complete", "lost"):
+                continue  # shouldFilter: ignored, does not count, its name is placed afresh
+            elif a["ClientStatus"] == "failed":
+                if a["NextAllocation"]:
+                    continue  # already rescheduled
+                kind = _classify_failed(cl, a, ev, dep, now)
+                if kind == "now":
+                    reschedule_now.append(a)
+                    continue
+                if kind == "later":
+                    later.append(a)
+                untainted.append(a)
+            else:
+                untainted.append(a)
+        _followup_evals(cl, job, later, index)
+        # computeUpdates: a new job version is applied in place unless tasksUpdated says destructive
+        destructive, inplace = [], []
+        for a in untainted:
+            if a["Job"]["Version"] == job["Version"]:
                 continue
+            (destructive if tasks_updated(a["Job"], job, gname) else inplace).append(a)
+        # computeStop: more allocs than Count
+        names = [f'{job["ID"]}.{gname}[{i}]' for i in range(group["Count"])]
+        for a in untainted:
+            if a["Name"] not in names and a["ClientStatus"] not in TERMINAL_CLIENT:
+                _stop(cl, a, index, NOT_NEEDED)
+        untainted = [a for a in untainted if a["DesiredStatus"] == "run"]
+        destructive = [a for a in destructive if a["DesiredStatus"] == "run"]
+        inplace = [a for a in inplace if a["DesiredStatus"] == "run"]
+        taken = {a["Name"] for a in untainted} | {a["Name"] for a, _ in replace} | {a["Name"] for a in reschedule_now}
+        fresh = [n for n in names if n not in taken]
+        if ev["TriggeredBy"] in ("job-register", "queued-allocs") and job["Type"] == "service":
+            had_running = any(a["Job"]["Version"] == job["Version"] for a in allocs)
+            if (destructive or inplace or fresh) and (not had_running or destructive or inplace):
+                _ensure_deployment(cl, job, index)
+        dep = cl.latest_deployment(job["ID"])
+        for a in inplace:
+            a["Job"] = copy.deepcopy(job)
+            if dep and dep["Status"] == "running" and a["DeploymentID"] != dep["ID"]:
+                a["DeploymentID"], a["DeploymentStatus"] = dep["ID"], None
+                a["_running_since"] = time.monotonic() if a["ClientStatus"] == "running" else None
+                dep["TaskGroups"][gname]["PlacedAllocs"] += 1
+            cl.stamp(a, index, "allocs")
+        nodes, metric = feasible_nodes(cl, driver)
+
+        def pick(prev: dict | None = None) -> dict | None:
+            if not nodes:
+                return None
+            penalty = {e["PrevNodeID"] for e in _events(prev or {})}
+            if prev is not None and prev["ClientStatus"] == "failed":
+                penalty.add(prev["NodeID"])  # generic_sched.go getSelectOptions: penalize where it failed
             load = {n["ID"]: sum(1 for a in cl.allocs.values() if a["NodeID"] == n["ID"]
                                  and a["DesiredStatus"] == "run") for n in nodes}
-            node = min(nodes, key=lambda n: (load[n["ID"]], n["Name"]))
-            prev, may_copy = handover.get(name, (None, False))
-            if prev is None:
-                prev = _predecessor(cl, job["ID"], name)
-                may_copy = bool(prev and prev["ClientStatus"] not in TERMINAL_CLIENT
-                                and prev["DesiredTransition"].get("Migrate"))
-            _place(cl, job, group, name, ev, index, node, prev, may_copy)
+            return min(nodes, key=lambda n: (n["ID"] in penalty, load[n["ID"]], n["Name"]))
+
+        def no_node() -> None:
+            queued[gname] = queued.get(gname, 0) + 1
+            failed[gname] = dict(metric, CoalescedFailures=queued[gname] - 1)
+
+        # destructive updates first: stop, then place; no node -> the stop is undone (PopUpdate)
+        for a in destructive:
+            saved = {k: copy.deepcopy(a[k]) for k in ("DesiredStatus", "DesiredDescription", "AllocStates",
+                                                        "AllocModifyIndex", "ModifyTime", "ModifyIndex")}
+            _stop(cl, a, index, UPDATING)
+            node = pick()
+            if node is None:
+                _undo_stop(a, saved)
+                no_node()
+                continue
+            _place(cl, job, group, a["Name"], ev, index, node, metric, prev=a)
+        for prev, lost in replace:
+            node = pick(prev)
+            if node is None:
+                no_node()
+                continue
+            _place(cl, job, group, prev["Name"], ev, index, node, metric, prev=prev, prev_lost=lost)
+        for prev in reschedule_now:
+            _stop(cl, prev, index, RESCHEDULED)  # reconcile.go markStop(rescheduleNow), placed or not
+            node = pick(prev)
+            if node is None:
+                no_node()
+                continue
+            _place(cl, job, group, prev["Name"], ev, index, node, metric, prev=prev, reschedule=True)
+        for name in fresh:
+            node = pick()
+            if node is None:
+                no_node()
+                continue
+            _place(cl, job, group, name, ev, index, node, metric)
     _finish_eval(cl, ev, index, failed, queued)
     set_job_status(cl, job, index)
-
-
-def _predecessor(cl: Cluster, job_id: str, name: str) -> dict | None:
-    olds = [a for a in cl.job_allocs(job_id) if a["Name"] == name and not a["NextAllocation"]
-            and a["DesiredStatus"] != "run"]
-    return olds[-1] if olds else None
 
 
 def _ensure_deployment(cl: Cluster, job: dict, index: int) -> None:
@@ -212,6 +481,11 @@ def _finish_eval(cl: Cluster, ev: dict, index: int, failed: dict, queued: dict) 
             ev["Status"] = "blocked"  # re-blocked: still nowhere to place
         else:
             job = cl.jobs.get(ev["JobID"])
+            for other in cl.evals.values():  # nomad/blocked_evals.go: one blocked eval per job, older ones reaped
+                if other["JobID"] == ev["JobID"] and other["Status"] == "blocked":
+                    other.update(Status="canceled",
+                                 StatusDescription=f'existing blocked evaluation exists for job "{ev["JobID"]}"')
+                    cl.stamp(other, index, "evals")
             blocked = cl.new_eval(job, ev["JobID"], "queued-allocs", index, status="blocked",
                                   PreviousEval=ev["ID"], _blocked=True,
                                   StatusDescription="created due to placement conflicts")
@@ -255,6 +529,7 @@ class ServerLoop:
                 if not self.cl.leader:
                     continue
                 self.check_heartbeats()
+                self.client_updates()
                 self.mark_healthy()
                 if time.monotonic() - self._last_drain >= self.cl.timings.drainer_batch:
                     self._last_drain = time.monotonic()
@@ -276,10 +551,31 @@ class ServerLoop:
                 for job_id in sorted({a["JobID"] for a in allocs_run_on(cl, node["ID"])}):
                     cl.new_eval(cl.jobs.get(job_id), job_id, "node-update", index, node_id=node["ID"])
 
+    # --- client updates -------------------------------------------------------------------------
+    def client_updates(self) -> None:
+        """What Node.UpdateAlloc (nomad/node_endpoint.go) does when a client reports an allocation `failed`:
+        an `alloc-failure` evaluation, if the alloc has no follow-up eval yet and its reschedule policy
+        allows another attempt. The client writes its fields into the model; this runs on the next tick.
+        (The client's fields themselves are taken as sent, also over a server-side `lost`, as
+        nomad/state/state_store.go nestedUpdateAllocFromClient does.)"""
+        cl = self.cl
+        now = time.time_ns()
+        for a in list(cl.allocs.values()):
+            if a["ClientStatus"] != "failed" or a.get("_failure_reported"):
+                continue
+            a["_failure_reported"] = True
+            job = cl.jobs.get(a["JobID"])
+            if job is None or a["FollowupEvalID"] or not reschedule_eligible(cl, a, now):
+                continue
+            cl.new_eval(job, job["ID"], "alloc-failure", cl.bump("evals"))
+
     # --- health -----------------------------------------------------------------------------------
     def mark_healthy(self) -> None:
         cl = self.cl
         for a in cl.allocs.values():
+            if a["ClientStatus"] == "failed" and a["DeploymentID"] and not a.get("DeploymentStatus"):
+                self._unhealthy(a)
+                continue
             if a["ClientStatus"] != "running" or a["DesiredStatus"] != "run" or a.get("DeploymentStatus"):
                 continue
             since = a.get("_running_since")
@@ -302,6 +598,30 @@ class ServerLoop:
                     dep.update(Status="successful", StatusDescription="Deployment completed successfully")
                 cl.stamp(dep, index, "deployment")
 
+    def _unhealthy(self, a: dict) -> None:
+        """A task of a deployment's alloc failed before it was healthy: the client reports Healthy=false
+        (client/allochealth/tracker.go). The deployment watcher then fails the deployment when it is not
+        progress based or the alloc may not be rescheduled any more (shouldFailEarly), else marks the alloc
+        DesiredTransition.Reschedule so the reconciler replaces it (handleAllocUpdate, allowReplacements;
+        nomad/deploymentwatcher/deployment_watcher.go)."""
+        cl = self.cl
+        index = cl.bump("allocs", "deployment", "evals")
+        a["DeploymentStatus"] = {"Healthy": False, "Timestamp": rfc3339nano(local=True), "Canary": False,
+                                 "ModifyIndex": index}
+        cl.stamp(a, index, "allocs")
+        dep = cl.deployments.get(a["DeploymentID"])
+        if dep is None or dep["Status"] != "running":
+            return
+        tg = dep["TaskGroups"][a["TaskGroup"]]
+        tg["UnhealthyAllocs"] += 1
+        if tg.get("ProgressDeadline", 0) == 0 or not reschedule_eligible(cl, a, time.time_ns()):
+            dep.update(Status="failed", StatusDescription="Failed due to unhealthy allocations")
+        else:
+            a["DesiredTransition"]["Reschedule"] = True
+            cl.new_eval(cl.jobs.get(a["JobID"]), a["JobID"], "deployment-watcher", index,
+                        DeploymentID=dep["ID"])
+        cl.stamp(dep, index, "deployment")
+
     # --- drainer ----------------------------------------------------------------------------------
     def drain(self) -> None:
         cl = self.cl
@@ -310,7 +630,7 @@ class ServerLoop:
             if strategy is None:
                 continue
             running = allocs_run_on(cl, node["ID"])
-            if not running:
+            if self._drain_done(node, running):
                 index = cl.bump("nodes")
                 node["DrainStrategy"] = None
                 node["LastDrain"].update(Status="complete", UpdatedAt=rfc3339nano(local=True))
@@ -337,6 +657,15 @@ class ServerLoop:
             for job_id in sorted(marked_jobs):
                 cl.new_eval(cl.jobs.get(job_id), job_id, "node-drain", cl.index, node_id=node["ID"])
 
+    def _drain_done(self, node: dict, running: list[dict]) -> bool:
+        """nomad/drainer/draining_node.go IsDone: every (non-system) alloc on the node is terminal; since
+        1.3.14, 1.4.9 and 1.5.4 (#14348) client-terminal, i.e. the client has finished stopping/detaching."""
+        vt = self.cl.vt
+        if not (vt >= (1, 5, 4) or (1, 4, 9) <= vt < (1, 5, 0) or (1, 3, 14) <= vt < (1, 4, 0)):
+            return not running
+        return all(a["ClientStatus"] in TERMINAL_CLIENT for a in self.cl.node_allocs(node["ID"])
+                   if a["Job"]["Type"] != "system")
+
     def _migrating(self, job_id: str, group: str) -> int:
         """Migrations in flight for a group: marked allocs whose replacement is not healthy yet."""
         n = 0
@@ -352,6 +681,8 @@ class ServerLoop:
 
     # --- evaluations ------------------------------------------------------------------------------
     def process_evals(self) -> None:
+        now = time.time_ns()
         for ev in sorted(self.cl.evals.values(), key=lambda e: e["CreateIndex"]):
-            if ev["Status"] == "pending":
+            # a follow-up eval waits in the broker's delay heap until its WaitUntil (nomad/eval_broker.go)
+            if ev["Status"] == "pending" and (ev.get("_wait_until") or 0) <= now:
                 reconcile(self.cl, ev)

@@ -12,13 +12,25 @@ import time
 import pytest
 import requests
 
-from tests.fakenomad import EcsRuntime, FakeNomad, Timings
+from tests.fakenomad import FakeNomad, Timings
+from tests.fakenomad.scripted_client import add_node, report_running
 from tests.fakenomad.wire import omitempty, parse_go_duration, rfc3339nano
 
 JOB = "nomad-ecs-demo"
 TASK = "http-server"
 UNKNOWN = "00000000-0000-0000-0000-000000000000"
 RFC3339NANO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,9})?(Z|[+-]\d\d:\d\d)$")
+
+
+# nomad/structs/structs.go `Node` at v1.6.0 / v1.9.7, and at v1.1.0 (no CgroupParent, HostNetworks, NodePool,
+# LastMissedHeartbeatIndex, LastAllocUpdateIndex)
+NODE_KEYS_1_1 = {"ID", "SecretID", "Datacenter", "Name", "HTTPAddr", "TLSEnabled", "Attributes", "NodeResources",
+                 "ReservedResources", "Resources", "Reserved", "Links", "Meta", "NodeClass", "ComputedClass",
+                 "DrainStrategy", "SchedulingEligibility", "Status", "StatusDescription", "StatusUpdatedAt", "Events",
+                 "Drivers", "CSIControllerPlugins", "CSINodePlugins", "HostVolumes", "LastDrain", "CreateIndex",
+                 "ModifyIndex"}
+NODE_KEYS_1_6 = NODE_KEYS_1_1 | {"CgroupParent", "HostNetworks", "NodePool", "LastMissedHeartbeatIndex",
+                                 "LastAllocUpdateIndex"}
 
 
 @pytest.fixture
@@ -99,10 +111,7 @@ def test_node_and_stub_shapes(bare):
     n1 = bare.add_node("nomad-client-1")
     bare.wait_for(lambda c: c.nodes[n1]["Status"] == "ready")
     node = get(bare, f"/v1/node/{n1}").json()
-    for key in ("ID", "SecretID", "Datacenter", "Name", "HTTPAddr", "Attributes", "DrainStrategy",
-                "SchedulingEligibility", "Status", "StatusUpdatedAt", "Events", "Drivers", "LastDrain", "Drain",
-                "NodePool", "CreateIndex", "ModifyIndex", "HostVolumes"):
-        assert key in node, key
+    assert set(node) == NODE_KEYS_1_6  # every key of structs.Node, and no `Drain` (only stubs have it)
     assert node["SecretID"] == "" and node["DrainStrategy"] is None and node["LastDrain"] is None
     assert node["Attributes"]["driver.ecs"] == "1" and isinstance(node["StatusUpdatedAt"], int)
     drv = node["Drivers"]["ecs"]
@@ -125,11 +134,10 @@ def test_node_and_stub_shapes(bare):
 
 
 def test_version_switch_1_1(ecs_demo):
-    with FakeNomad(version="1.1.0", timings=Timings.fast(),
-                   runtime=EcsRuntime(ecs_demo.endpoint, ecs_demo.cluster)) as fake:
-        n1 = fake.add_node("nomad-client-1", agent_port=None)
-        fake.wait_for(lambda c: c.nodes[n1]["Status"] == "ready")
-        assert "NodePool" not in get(fake, f"/v1/node/{n1}").json()
+    with FakeNomad(version="1.1.0", timings=Timings.fast()) as fake:
+        n1 = add_node(fake, "nomad-client-1")
+        node = get(fake, f"/v1/node/{n1}").json()
+        assert set(node) == NODE_KEYS_1_1
         assert "NodePool" not in get(fake, "/v1/nodes").json()[0]
         assert "BuildDate" not in get(fake, "/v1/agent/self").json()["config"]["Version"]
         r = requests.post(f"{fake.address}/v1/jobs/parse", json={"JobHCL": 'job "x" { a = }'}, timeout=5)
@@ -139,9 +147,11 @@ def test_version_switch_1_1(ecs_demo):
         job = requests.post(f"{fake.address}/v1/jobs/parse", json={"JobHCL": ecs_demo.job_hcl(),
                                                                      "Canonicalize": True}, timeout=5).json()
         requests.post(f"{fake.address}/v1/jobs", json={"Job": job}, timeout=5)
-        fake.wait_for(lambda c: any(a["ClientStatus"] == "running" for a in c.allocs.values()))
+        aid = fake.wait_for(lambda c: next(iter(c.allocs), None))
+        report_running(fake, aid, "arn:aws:ecs:us-east-1:123456789012:task/demo/1")
         stub = get(fake, f"/v1/job/{JOB}/allocations").json()[0]
         assert "NextAllocation" not in stub and "NoShutdownDelay" not in stub["DesiredTransition"]
+        assert "SigningKeyID" not in get(fake, f"/v1/allocation/{aid}").json()
     with FakeNomad(version="1.6.5", timings=Timings.fast()) as fake:
         out = requests.delete(f"{fake.address}/v1/job/unknown", timeout=5).json()
         assert out["EvalID"] == "" and out["NextToken"] == ""
@@ -226,15 +236,22 @@ def test_no_leader_and_failure_injection(bare):
         requests.get(address + "/v1/nodes", timeout=2)
 
 
-def test_logs_framing_and_errors(nomad_cluster, ecs_demo):
-    fake = nomad_cluster
+def test_logs_framing_and_errors(bare, ecs_demo):
+    fake = bare
+    add_node(fake, "nomad-client-1")
     job = requests.post(f"{fake.address}/v1/jobs/parse", json={"JobHCL": ecs_demo.job_hcl(), "Canonicalize": True},
                         timeout=5).json()
     requests.post(f"{fake.address}/v1/jobs", json={"Job": job}, timeout=5)
-    aid = fake.wait_for(lambda c: next((a["ID"] for a in c.allocs.values() if a["ClientStatus"] == "running"), None))
+    aid = fake.wait_for(lambda c: next(iter(c.allocs), None))
     path = f"/v1/client/fs/logs/{aid}"
+    r = get(fake, path, task=TASK, type="stdout")
+    assert (r.status_code, r.text) == (404, f'task "{TASK}" not started yet. No logs available')
+    report_running(fake, aid, "arn:aws:ecs:us-east-1:123456789012:task/demo/1")
+    with fake.cluster.cond:
+        fake.cluster.append_log(aid, TASK, "stdout", "started ECS task\n" + "x" * 70000 + "\n")
     plain = get(fake, path, task=TASK, type="stdout", plain="true")
-    assert plain.headers["Content-Type"].startswith("text/plain") and "started ECS task" in plain.text
+    assert plain.headers["Content-Type"].startswith("text/plain") and plain.text.startswith("started ECS task")
+    assert get(fake, path, task=TASK, type="stdout", plain="true", origin="end", offset="3").text == "xx\n"
     framed = get(fake, path, task=TASK, type="stdout")
     assert framed.headers["Content-Type"] == "application/json"
     frames, text, decoder = [], framed.text, json.JSONDecoder()
@@ -242,7 +259,8 @@ def test_logs_framing_and_errors(nomad_cluster, ecs_demo):
         frame, end = decoder.raw_decode(text)
         frames.append(frame)
         text = text[end:]
-    assert frames and set(frames[0]) == {"Offset", "Data", "File"} and frames[0]["Offset"] == 0
+    assert len(frames) == 2 and set(frames[0]) == {"Offset", "Data", "File"} and frames[0]["Offset"] == 0
+    assert frames[1]["Offset"] == 64 * 1024  # at most 64 KiB of data per frame
     assert frames[0]["File"] == f"alloc/logs/{TASK}.stdout.0"
     assert b"".join(base64.b64decode(f["Data"]) for f in frames).decode() == plain.text
     with requests.get(fake.address + path, params={"task": TASK, "type": "stderr", "follow": "true"}, stream=True,

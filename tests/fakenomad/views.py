@@ -43,14 +43,19 @@ def _transition(cl: Cluster, t: dict) -> dict:
     return out
 
 
+# Node fields by the version that added them (nomad/structs/structs.go `Node` at each tag).
+_NODE_FIELDS_SINCE = {"HostNetworks": (1, 2, 0), "CgroupParent": (1, 3, 0), "LastMissedHeartbeatIndex": (1, 5, 0),
+                      "LastAllocUpdateIndex": (1, 5, 0), "NodePool": (1, 6, 0)}
+
+
 def node_full(cl: Cluster, node: dict) -> dict:
+    """`GET /v1/node/:id`: the `Node` struct. It has `DrainStrategy` (null unless draining) and no `Drain`
+    key: only the list stub derives `Drain` (structs.go `Node.Stub`, command/agent/node_endpoint.go)."""
     out = public(node)
-    out["Drain"] = node["DrainStrategy"] is not None
-    if cl.vt < (1, 6, 0):
-        out.pop("NodePool", None)
-    if cl.vt < (1, 5, 0):
-        out.pop("LastMissedHeartbeatIndex", None)
-        out.pop("LastAllocUpdateIndex", None)
+    out.pop("Drain", None)
+    for key, since in _NODE_FIELDS_SINCE.items():
+        if cl.vt < since:
+            out.pop(key, None)
     return out
 
 
@@ -69,21 +74,38 @@ def node_stub(cl: Cluster, node: dict, resources: bool = False) -> dict:
     return out
 
 
+def _tracker(cl: Cluster, t: dict | None) -> dict | None:
+    """RescheduleTracker {Events: [{RescheduleTime ns, PrevAllocID, PrevNodeID, Delay ns}]}; 1.9 adds
+    `LastReschedule` ("ok" / "no placement")."""
+    if t is None:
+        return None
+    out = public(t)
+    if cl.vt < (1, 9, 0):
+        out.pop("LastReschedule", None)
+    else:
+        out.setdefault("LastReschedule", "")
+    return out
+
+
 def alloc_stub(cl: Cluster, a: dict) -> dict:
+    """AllocListStub (structs.go `Allocation.Stub`): every key, no PreviousAllocation, NextAllocation from 1.6."""
     out = {k: public(a[k]) for k in STUB_ALLOC_KEYS}
     out["JobType"] = a["Job"]["Type"]
     out["JobVersion"] = a["Job"]["Version"]
     out["TaskStates"] = _task_states(cl, a["TaskStates"])
     out["DesiredTransition"] = _transition(cl, out["DesiredTransition"])
+    out["RescheduleTracker"] = _tracker(cl, a["RescheduleTracker"])
     if cl.vt >= (1, 6, 0):
         out["NextAllocation"] = a["NextAllocation"]
     return out
 
 
 def alloc_full(cl: Cluster, a: dict) -> dict:
+    """`Allocation` with top-level omitempty (its `_struct` codec tag): zero fields are left out."""
     out = public(a)
     out["TaskStates"] = _task_states(cl, a["TaskStates"])
     out["DesiredTransition"] = _transition(cl, out["DesiredTransition"])
+    out["RescheduleTracker"] = _tracker(cl, a["RescheduleTracker"])
     if cl.vt < (1, 5, 0):
         out.pop("SigningKeyID", None)
     return omitempty(out)

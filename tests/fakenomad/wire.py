@@ -75,6 +75,18 @@ def rfc3339nano(t: float | None = None, local: bool = False) -> str:
     return f"{base}{frac_txt}{off[:3]}:{off[3:]}"
 
 
+_RFC3339 = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d{1,9}))?(Z|[+-]\d\d:\d\d)$")
+
+
+def parse_rfc3339nano(text: str) -> int:
+    """The Unix time in ns of a time as `rfc3339nano` (Go's RFC3339Nano) prints it."""
+    m = _RFC3339.match(text)
+    if not m:
+        raise ValueError(f"not an RFC3339 time: {text!r}")
+    base = _dt.datetime.fromisoformat(m.group(1) + ("+00:00" if m.group(3) == "Z" else m.group(3)))
+    return int(base.timestamp()) * NS + int((m.group(2) or "0").ljust(9, "0"))
+
+
 def b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
