@@ -115,13 +115,16 @@ def test_run_shows_nomads_own_error_text(demo):
 
 
 def test_run_when_the_task_fails_to_start_reports_the_driver_error(demo):
-    from tests.fakenomad import EcsRuntime
+    import dataclasses
 
-    broken = EcsRuntime(demo.ecs_demo.endpoint, demo.ecs_demo.cluster, start_error="failed to start ECS task: AccessDenied")
-    for name in demo.cfg.client_names():
-        demo.fake.add_node(name, runtime=broken)
-    demo.fake.wait_for(lambda c: sum(n["Status"] == "ready" for n in c.nodes.values()) == 2)
-    with pytest.raises(EcsdemoError, match="the demo task failed to start: .*AccessDenied"):
+    from ecsdemo import render
+    from tests.ecsdemo.test_lifecycle_support import outputs_for
+
+    # a job whose task definition ECS does not know: the plugin's RunTask fails (unrecoverable)
+    missing = dataclasses.replace(demo.ecs_demo, task_definition="no-such-family:9")
+    render.render_all(demo.cfg, outputs_for(missing, missing.endpoint), missing.endpoint)
+    demo.add_nodes()
+    with pytest.raises(EcsdemoError, match="the demo task failed to start: .*Unable to describe task definition"):
         lifecycle.run(demo.cfg, demo.reporter, fast_timing())
 
 

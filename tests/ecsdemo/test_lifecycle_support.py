@@ -169,12 +169,13 @@ def fast_timing():
 
 
 def _demo(tmp_path, monkeypatch, ecs_demo, aws):
-    from tests.fakenomad import EcsRuntime, FakeNomad, Timings
+    from tests.fakenomad import FakeNomad, PluginRuntime, Timings
 
     monkeypatch.setenv("ECSDEMO_NOMAD_BIN", str(write_standin_bin(tmp_path / "bin")))
     for var in ("STANDIN_IGNORE_TERM", "STANDIN_EXIT_AT_START", "STANDIN_SPAWN_PLUGIN", "STANDIN_ENV_DUMP"):
         monkeypatch.delenv(var, raising=False)
-    runtime = EcsRuntime(ecs_demo.endpoint, ecs_demo.cluster, ecs_demo.region) if aws is not None else None
+    runtime = (PluginRuntime(ecs_demo.endpoint, ecs_demo.cluster, ecs_demo.region, workdir=tmp_path / "plugins")
+               if aws is not None else None)
     fake = FakeNomad(timings=Timings.fast(), runtime=runtime).start()
     cfg = make_config(tmp_path, fake.port)
     cfg.save()
@@ -188,6 +189,8 @@ def _demo(tmp_path, monkeypatch, ecs_demo, aws):
             d.bridge.stop()
         agents.stop_all(cfg, grace=1)
         fake.stop()
+        if runtime is not None:
+            runtime.close()
 
 
 @pytest.fixture

@@ -2,7 +2,8 @@
 goes through, nomad-http-api.md section 6) with the ECS side on the real moto server, plus each failure
 path: no replacement in time, a replacement with a different ARN, a second task, a node that never goes down.
 
-Only Nomad's HTTP API is faked. ECS calls are real boto3 calls to moto, and the lost-node scenario kills a
+Only Nomad's HTTP API is faked: every simulated node drives its tasks through its own real
+`nomad-driver-ecs` process (`PluginRuntime`). ECS calls are real boto3 calls to moto, and the lost-node scenario kills a
 real process through `ecsdemo.agents` (SIGKILL of the recorded pid): the fake's client is bound to that pid
 and stops heartbeating when it dies. The only seams replaced are restarting an agent (there is no nomad
 binary here) and Terraform's apply in the update scenario (a new revision registered with boto3; the job is
@@ -30,7 +31,7 @@ from ecsdemo.progress import RecordingReporter
 from ecsdemo.scenarios import runner
 from ecsdemo.scenarios.env import Agents, Options, ScenarioEnv
 from tests.conftest import AwsHelper
-from tests.fakenomad import EcsRuntime, FakeNomad, Timings
+from tests.fakenomad import FakeNomad, PluginRuntime, Timings
 from tests.fakenomad.ecs_setup import FAMILY, create_demo_ecs
 
 FAST = dict(timeout=8.0, sample_interval=0.05, poll_interval=0.05, block_wait=1.0)
@@ -122,8 +123,8 @@ class Demo:
 
 
 def make_demo(aws, ecs, tmp_path, version="1.6.5", runtime_kw=None, run_job=True, **timings) -> Demo:
-    fake = FakeNomad(version=version, timings=Timings.fast(**timings),
-                     runtime=EcsRuntime(ecs.endpoint, ecs.cluster, ecs.region, **(runtime_kw or {}))).start()
+    runtime = PluginRuntime(ecs.endpoint, ecs.cluster, ecs.region, workdir=tmp_path / "plugins", **(runtime_kw or {}))
+    fake = FakeNomad(version=version, timings=Timings.fast(**timings), runtime=runtime).start()
     cfg = DemoConfig(state_dir=tmp_path / ".ecsdemo", local=True, region=ecs.region, name=ecs.cluster,
                      render_dir=tmp_path / "nomad", server_http_port=fake.port)
     cfg.state.ensure()
@@ -149,6 +150,7 @@ def make_demo(aws, ecs, tmp_path, version="1.6.5", runtime_kw=None, run_job=True
 
 def stop_demo(demo: Demo) -> None:
     demo.fake.stop()
+    demo.fake.runtime.close()   # every plugin process (one per node)
     for proc in demo.procs.values():
         if proc.poll() is None:
             proc.kill()
@@ -450,3 +452,46 @@ def test_cli_when_nomad_is_not_running(demo):
     assert proc.returncode == 1
     doc = json.loads(proc.stdout)
     assert doc["results"][0]["error"].startswith(f"cannot reach Nomad at http://127.0.0.1:{demo.cfg.server_http_port}")
+
+
+# --- what the plugins saw ------------------------------------------------------------------------------
+def test_drain_lost_node_update_stop_as_the_plugins_saw_them(demo):
+    """The hand-overs and stops from the plugin processes' side: their task events, call logs and hclog."""
+    runtime = demo.fake.runtime
+    first = demo.running_alloc()
+    arn = task_arn(first, TASK_NAME)
+    assert arn and runtime.events(first["ID"])[0]["message"] == "Started ECS task"
+    for name in ("drain", "lost-node", "update", "stop"):   # drain also undrains
+        report = runner.run(name, demo.env(timeout=20.0))
+        assert report.ok, failures(report)
+
+    events = [e for e in runtime.events() if e["annotations"].get("arn") == arn]
+    detached = [e for e in events if e["message"].startswith("Detached from ECS task")]
+    recovered = [e for e in events if e["message"].startswith("Recovered ECS task")]
+    stops = [e for e in events if e["message"].startswith("Stop requested")]
+    trace = [(e["message"], e["alloc_id"][:8], e["node_id"][:8], e["task_id"][-8:]) for e in runtime.events()]
+    assert len(detached) == 2 and detached[0]["alloc_id"] == first["ID"], trace
+    assert len(recovered) == 2 and {e["alloc_id"] for e in recovered}.isdisjoint({first["ID"]}), trace
+    assert detached[1]["alloc_id"] == recovered[0]["alloc_id"]          # the drain replacement was lost
+    assert recovered[0]["node_id"] != first["NodeID"]                    # drain: recovered on the other node
+    assert recovered[1]["node_id"] != recovered[0]["node_id"]            # lost-node: and back
+    assert len(stops) == 1 and stops[0]["alloc_id"] == recovered[1]["alloc_id"], trace
+    # a replacement's RecoverTask uses a new task id, then InspectTask (remotetask_hook.go), never StartTask
+    calls = [(rpc, tid) for _, rpc, tid, _, _ in runtime.call_log(recovered[0]["alloc_id"])]
+    assert [rpc for rpc, _ in calls[:3]] == ["RecoverTask", "InspectTask", "WaitTask"], calls
+    assert "StartTask" not in [rpc for rpc, _ in calls]
+    assert len({e["task_id"] for e in events}) == 3
+    assert all(e["task_id"].startswith(f"{e['alloc_id']}/{TASK_NAME}/") for e in events)
+    # the task's stdout (what `nomad alloc logs` serves) is the plugin's own output
+    assert any("detached from ECS task" in line for line in runtime.task_output(first["ID"], TASK_NAME))
+    # the plugins' own logs (hclog JSON on stderr, every line parsed) show no warning or error
+    logs = {n.node_id: n.host.logs() for n in runtime.nodes.values()}
+    assert not [(nid, r) for nid, lines in logs.items() for r in lines if r["@level"] not in ("info", "debug", "trace")]
+
+    ecs = demo.aws.client("ecs")
+    old = ecs.describe_tasks(cluster=demo.ecs.cluster, tasks=[arn])["tasks"][0]
+    assert old["lastStatus"] == "STOPPED"
+    assert old["stoppedReason"] == f"Stopped by Nomad: allocation {recovered[1]['alloc_id']} task {TASK_NAME}"
+    assert demo.running_ecs() == []
+    assert len(runtime.nodes) == 2 and all(n.host.alive() for n in runtime.nodes.values())
+    assert all(n.health and n.health[-1] == "HEALTHY" for n in runtime.nodes.values())

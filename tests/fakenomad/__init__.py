@@ -1,11 +1,11 @@
 """A faithful fake of Nomad's HTTP API (see /work/shared/docs/nomad-http-api.md) for ecsdemo's tests.
 
-`FakeNomad` is the entry point; `EcsRuntime` runs the simulated clients' tasks on ECS for real;
-`Timings.fast()` makes scenarios take seconds.
+`FakeNomad` is the entry point; `PluginRuntime` runs the simulated clients' tasks through real
+`nomad-driver-ecs` processes (one per node); `Timings.fast()` makes scenarios take seconds.
 """
 
 from tests.fakenomad.fake import FakeNomad
 from tests.fakenomad.model import Timings
-from tests.fakenomad.runtime import EcsRuntime
+from tests.fakenomad.plugin_runtime import PluginRuntime
 
-__all__ = ["FakeNomad", "Timings", "EcsRuntime"]
+__all__ = ["FakeNomad", "Timings", "PluginRuntime"]

@@ -2,7 +2,7 @@
 
 Typical use (see tests/fakenomad/conftest.py for fixtures)::
 
-    fake = FakeNomad(version="1.6.5", timings=Timings.fast(), runtime=EcsRuntime(moto_url, "demo-cluster"))
+    fake = FakeNomad(version="1.6.5", timings=Timings.fast(), runtime=PluginRuntime(moto_url, "demo-cluster"))
     fake.start()
     n1 = fake.add_node("nomad-client-1")          # registers, heartbeats, serves its own agent port
     fake.wait_for(lambda c: c.nodes[n1]["Status"] == "ready")
@@ -10,7 +10,9 @@ Typical use (see tests/fakenomad/conftest.py for fixtures)::
     fake.kill_node(n1); fake.restart_node(n1)     # lost-node scenario
     fake.stop()                                   # joins every thread and closes every port
 
-Only Nomad's HTTP API is faked; the tasks run on ECS for real through the runtime.
+Only Nomad's HTTP API is faked; every task runs through a real `nomad-driver-ecs` process per node
+(`PluginRuntime`, tests/fakenomad/plugin_runtime.py) on ECS (moto in tests). A node without a runtime has a
+healthy-looking `ecs` driver but every task start fails (for tests of the API alone).
 """
 
 from __future__ import annotations
@@ -77,13 +79,15 @@ class FakeNomad:
     url = address
 
     # --- simulated client nodes -------------------------------------------------------------------
-    def add_node(self, name: str, node_id: str | None = None, agent_port: int | None = 0, healthy: bool = True,
-                 detected: bool = True, description: str | None = None, pid: int | None = None,
-                 runtime=None) -> str:
-        """Start a client agent for a new node; returns its node ID.
+    def add_node(self, name: str, node_id: str | None = None, agent_port: int | None = 0,
+                 healthy: bool | None = None, detected: bool = True, description: str | None = None,
+                 pid: int | None = None, runtime=None, data_dir=None) -> str:
+        """Start a client agent for a new node (its plugin fingerprinted, then registered); returns its ID.
 
         `agent_port=0` serves its HTTP API on a free port (`client_address(node_id)`), None serves none.
         `pid` binds the node to a process: when that process dies, heartbeats stop (node goes down).
+        `healthy`/`description` pin Drivers["ecs"] (otherwise the plugin's fingerprint decides it).
+        `data_dir` keeps the client's local state (saved task handles) in a file there.
         """
         node_id = node_id or str(uuid.uuid4())
         port = 0
@@ -92,9 +96,12 @@ class FakeNomad:
             self._agents[node_id] = agent
             port = agent.port
             self._agent_ports[node_id] = port
-        client = SimClient(self.cluster, node_id, name, f"127.0.0.1:{port or 4646}", runtime or self.runtime,
-                           driver_info(detected, healthy, description), pid=pid,
-                           on_death=lambda: self._close_agent(node_id))
+        runtime = runtime or self.runtime
+        pinned = None
+        if healthy is not None or description is not None or not detected or runtime is None:
+            pinned = driver_info(detected, True if healthy is None else healthy, description)
+        client = SimClient(self.cluster, node_id, name, f"127.0.0.1:{port or 4646}", runtime, pinned, pid=pid,
+                           on_death=lambda: self._close_agent(node_id), data_dir=data_dir)
         self.clients[node_id] = client
         client.start()
         return node_id
@@ -107,22 +114,25 @@ class FakeNomad:
         its ECS tasks keep running."""
         self._stop_client(node_id)
 
-    def restart_node(self, node_id: str, pid: int | None = None, runtime=None) -> None:
-        """Start the node's client agent again (same node ID and port): re-registers, restores its allocs.
-        `pid`/`runtime` rebind it (the stand-in agent's new process)."""
+    def restart_node(self, node_id: str, pid: int | None = None, runtime=None, data_dir=None) -> None:
+        """Start the node's client agent again (same node ID and port): re-registers, restores every
+        allocation of its local state. `pid`/`runtime`/`data_dir` rebind it (the stand-in agent's new process)."""
         client = self.clients[node_id]
-        if client.alive:
-            client.kill()
+        client.kill()
         if node_id in self._agent_ports and node_id not in self._agents:
             self._agents[node_id] = HttpServer(self, AgentHandler, self._agent_ports[node_id], node_id=node_id)
         client.pid = pid
         if runtime is not None:
             client.runtime = runtime
+        if data_dir is not None:
+            client.set_data_dir(data_dir)
         client.start()
 
-    def set_driver_health(self, node_id: str, healthy: bool, description: str | None = None,
+    def set_driver_health(self, node_id: str, healthy: bool | None, description: str | None = None,
                           detected: bool = True) -> None:
-        self.clients[node_id].set_driver(detected=detected, healthy=healthy, description=description)
+        """Pin the node's Drivers["ecs"] (failure injection); `healthy=None` follows the plugin's fingerprint again."""
+        info = None if healthy is None else driver_info(detected, healthy, description)
+        self.clients[node_id].pin_driver(info)
 
     def _stop_client(self, node_id: str) -> None:
         client = self.clients.get(node_id)

@@ -37,14 +37,16 @@ class Timings:
     drainer_batch: float = 1.0         # the drainer marks allocs for migration at most this often
     no_leader_hold: float = 5.0        # how long requests hang before `No cluster leader`
     log_heartbeat: float = 1.0         # `{}` frames while following idle logs
-    monitor_interval: float = 1.0      # how often a running task writes a status line to stdout
+    max_kill_timeout: float = 30.0     # the client's max_kill_timeout (caps a task's kill_timeout)
+    restart_delay_scale: float = 1.0   # factor on the restart policy's delays (client.py RestartTracker)
+    kill_backoff_scale: float = 1.0    # factor on Nomad's StopTask retry backoff (5 s, 20 s, 80 s, 2 min)
     reschedule_scale: float = 1.0      # factor on the job's reschedule delay/max_delay/interval as waited
 
     @classmethod
     def fast(cls, **overrides) -> "Timings":
         base = dict(tick=0.02, heartbeat_ttl=0.4, heartbeat_grace=0.4, client_step=0.03, client_tick=0.03,
                     min_healthy_time=0.3, drainer_batch=0.05, no_leader_hold=0.2, log_heartbeat=0.2,
-                    monitor_interval=0.2, reschedule_scale=0.1)
+                    reschedule_scale=0.1, restart_delay_scale=0.01, kill_backoff_scale=0.01)
         base.update(overrides)
         return cls(**base)
 

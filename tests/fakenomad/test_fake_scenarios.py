@@ -8,7 +8,7 @@ import sys
 
 import requests
 
-from tests.fakenomad import EcsRuntime, FakeNomad, Timings
+from tests.fakenomad import FakeNomad, PluginRuntime, Timings
 
 JOB = "nomad-ecs-demo"
 TASK = "http-server"
@@ -75,7 +75,7 @@ def test_drain_keeps_the_ecs_task(nomad_cluster, ecs_demo, aws):
                       json={"DrainSpec": {"Deadline": 3600 * 10**9, "IgnoreSystemJobs": False}}, timeout=5)
     assert r.status_code == 200 and int(r.headers["X-Nomad-Index"]) == r.json()["Index"]
     node = api(fake, f"/v1/node/{n1}")
-    assert node["Drain"] is True and node["SchedulingEligibility"] == "ineligible"
+    assert node["DrainStrategy"] is not None and "Drain" not in node and node["SchedulingEligibility"] == "ineligible"
     assert node["LastDrain"]["Status"] == "draining" and node["Events"][-1]["Message"] == "Node drain strategy set"
     a2 = fake.wait_for(lambda c: c.allocs[a1]["NextAllocation"], message="replacement")
     fake.wait_for(lambda c: c.allocs[a1]["ClientStatus"] == "complete" and c.allocs[a2]["ClientStatus"] == "running")
@@ -90,7 +90,7 @@ def test_drain_keeps_the_ecs_task(nomad_cluster, ecs_demo, aws):
     assert ecs_task(aws, ecs_demo, arn_of(new))["lastStatus"] == "RUNNING"  # DETACH left it alone
     fake.wait_for(lambda c: c.nodes[n1]["DrainStrategy"] is None)
     node = api(fake, f"/v1/node/{n1}")
-    assert node["Drain"] is False and node["LastDrain"]["Status"] == "complete"
+    assert node["DrainStrategy"] is None and node["LastDrain"]["Status"] == "complete"
     assert node["SchedulingEligibility"] == "ineligible"
     assert "Node drain complete" in [e["Message"] for e in node["Events"]]
     # making a draining node eligible is refused; a drained one can be made eligible
@@ -185,9 +185,9 @@ def test_no_healthy_driver_blocks_the_eval_until_a_node_can_take_it(fake_nomad, 
     healthy_alloc(fake)
 
 
-def test_misbehaving_runtime_starts_a_new_task_on_drain(fake_nomad, ecs_demo):
+def test_failed_handover_recovery_starts_a_new_task_on_drain(fake_nomad, ecs_demo, tmp_path):
     fake = fake_nomad
-    bad = EcsRuntime(ecs_demo.endpoint, ecs_demo.cluster, recover_starts_new=True)
+    bad = PluginRuntime(ecs_demo.endpoint, ecs_demo.cluster, workdir=tmp_path / "bad", recover_starts_new=True)
     n1 = fake.add_node("nomad-client-1")
     fake.wait_for(lambda c: c.nodes[n1]["Status"] == "ready")
     run_job(fake, ecs_demo.job_hcl())
@@ -199,12 +199,16 @@ def test_misbehaving_runtime_starts_a_new_task_on_drain(fake_nomad, ecs_demo):
     fake.wait_for(lambda c: c.allocs[a2]["ClientStatus"] == "running")
     new, old = api(fake, f"/v1/allocation/{a2}"), api(fake, f"/v1/allocation/{a1}")
     assert arn_of(new) and arn_of(new) != arn_of(old)
+    # the plugin refused the handle (RecoverTask failed), so node 2's client started a second ECS task
+    rpcs = [(rpc, err) for rpc, _, _, err in bad.nodes[n2].call_log(a2)]
+    assert rpcs[0][0] == "RecoverTask" and rpcs[0][1] and ("StartTask", "") in rpcs
+    bad.close()
 
 
-def test_node_bound_to_a_process_goes_down_when_it_dies(ecs_demo):
+def test_node_bound_to_a_process_goes_down_when_it_dies():
     proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
-        with FakeNomad(timings=Timings.fast(), runtime=EcsRuntime(ecs_demo.endpoint, ecs_demo.cluster)) as fake:
+        with FakeNomad(timings=Timings.fast()) as fake:
             n1 = fake.add_node("nomad-client-1", pid=proc.pid)
             port = fake.client_address(n1)
             fake.wait_for(lambda c: c.nodes[n1]["Status"] == "ready")
