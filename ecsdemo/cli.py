@@ -11,6 +11,7 @@ from rich.markup import escape
 from ecsdemo import __version__
 from ecsdemo.commands import driver, infra, lifecycle, scenario
 from ecsdemo.commands import watch as watch_cmd
+from ecsdemo.commands import install as install_cmd
 from ecsdemo.console import err_console
 from ecsdemo.errors import EcsdemoError
 
@@ -43,6 +44,7 @@ def _root(
 lifecycle.register(app)
 scenario.register(app)
 watch_cmd.register(app)
+install_cmd.register(app)
 infra.register(app)
 app.add_typer(infra.infra_app, name="infra")
 app.add_typer(infra.local_app, name="local")

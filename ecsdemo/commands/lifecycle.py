@@ -9,7 +9,8 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from ecsdemo.commands.common import JsonOpt, ModeOpt, RegionOpt, StateDirOpt, TfPluginDirOpt, WideOpt
+from ecsdemo.commands.common import (JsonOpt, ModeOpt, NoInstallOpt, RegionOpt, ReleasesKeyOpt, ReleasesUrlOpt,
+                                    StateDirOpt, TfPluginDirOpt, WideOpt)
 from ecsdemo.console import RichReporter, console
 
 ClientsOpt = Annotated[Optional[int], typer.Option("--clients", min=1, max=9, help="Number of Nomad clients. "
@@ -20,14 +21,26 @@ def _json(data) -> None:
     typer.echo(jsonlib.dumps(data, indent=2, default=str))
 
 
-def print_checks(checks) -> None:
+def print_checks(checks, out=None) -> None:
+    """The checks as a table (mark, check, source of a binary, detail), then each fix below it as its own
+    paragraph, so hints stay readable (whole words, URLs unbroken) even at 80 columns."""
+    out = out or console
     table = Table(box=None, pad_edge=False, show_header=True, header_style="bold")
-    for col in ("", "check", "detail", "fix"):
-        table.add_column(col, overflow="fold")
+    table.add_column("")
+    table.add_column("check", no_wrap=True)
+    table.add_column("source", no_wrap=True)
+    table.add_column("detail", overflow="fold", ratio=1)
+    fixes = []
     for c in checks:
         mark = "[green]✓[/green]" if c.ok else ("[red]✗[/red]" if c.blocking else "[yellow]![/yellow]")
-        table.add_row(mark, c.name, c.detail, c.hint or "")
-    console.print(table)
+        ref = ""
+        if c.hint and not c.ok:
+            fixes.append((len(fixes) + 1, c))
+            ref = f" [dim]\\[fix {len(fixes)}][/dim]"
+        table.add_row(mark, escape(c.name), escape(getattr(c, "source", None) or ""), escape(c.detail) + ref)
+    out.print(table)
+    for n, c in fixes:
+        out.print(f"[bold]fix {n}[/bold] ({escape(c.name)}): {escape(c.hint)}", overflow="fold")
 
 
 def register(app: typer.Typer) -> None:
@@ -36,7 +49,9 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def doctor(local: ModeOpt = None, region: RegionOpt = None, clients: ClientsOpt = None,
                tf_plugin_dir: TfPluginDirOpt = None, json: JsonOpt = False, state_dir: StateDirOpt = None) -> None:
-        """Check what `up` needs: nomad 1.1-1.9, terraform and its aws provider, AWS credentials (not with --local), free agent ports, a writable plugin directory and a sane state directory. Exits 1 when something blocks `up`."""
+        """Check what `up` needs: nomad 1.1-1.9, terraform and its aws provider, AWS credentials (not with --local), free agent ports, a writable plugin directory and a sane state directory. Exits 1 when something blocks `up`.
+
+        For nomad and terraform it shows the source (env, PATH or ecsdemo cache) and the version. A missing one is a warning, not a blocker: `up` installs it (`ecsdemo install nomad` does it now)."""
         from ecsdemo import doctor as doc
         from ecsdemo import lifecycle
 
@@ -57,13 +72,21 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def up(local: ModeOpt = None, region: RegionOpt = None, clients: ClientsOpt = None,
-           tf_plugin_dir: TfPluginDirOpt = None, state_dir: StateDirOpt = None) -> None:
-        """Bring the whole demo up: checks, (local endpoint,) Terraform, rendered configs, the plugin, a Nomad server and N clients in the background; waits until every client has a healthy ecs driver. Safe to run again (reuses what is up); after Ctrl-C, `ecsdemo teardown` cleans up."""
+           tf_plugin_dir: TfPluginDirOpt = None, no_install: NoInstallOpt = False,
+           releases_url: ReleasesUrlOpt = None, releases_key: ReleasesKeyOpt = None,
+           state_dir: StateDirOpt = None) -> None:
+        """Bring the whole demo up: checks, (local endpoint,) Terraform, rendered configs, the plugin, a Nomad server and N clients in the background; waits until every client has a healthy ecs driver. Safe to run again (reuses what is up); after Ctrl-C, `ecsdemo teardown` cleans up.
+
+        nomad and terraform come from ECSDEMO_NOMAD_BIN / ECSDEMO_TERRAFORM, else PATH, else ecsdemo's cache. When none is usable (e.g. no nomad, or Nomad 1.10+ on PATH, which has no remote tasks), `up` installs Nomad 1.9.7 (and the newest Terraform 1.x) into its cache, verified like `ecsdemo install`; your own binaries are never changed. --no-install turns this off."""
         from ecsdemo import lifecycle
+        from ecsdemo.commands.install import download_bar
 
         cfg = lifecycle.resolve_config(state_dir, local=local, region=region, clients=clients,
                                        tf_plugin_dir=tf_plugin_dir)
-        result = lifecycle.up(cfg, RichReporter())
+        with download_bar() as on_bytes:
+            policy = lifecycle.BinaryPolicy(install=not no_install, releases_url=releases_url,
+                                            releases_key=releases_key, on_bytes=on_bytes)
+            result = lifecycle.up(cfg, RichReporter(), binaries=policy)
         console.print()
         console.print(f"[bold green]The demo is up[/bold green] ({'local endpoint ' + result.endpoint if result.endpoint else 'AWS ' + cfg.region}"
                       f", ECS cluster {result.cluster})")
