@@ -126,9 +126,10 @@ def world(moto_url, monkeypatch) -> World:
 class FifoReader:
     """The read end of a task's stdout FIFO, as Nomad's logmon holds it."""
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, create: bool = True):
         self.path = path
-        os.mkfifo(path)
+        if create:
+            os.mkfifo(path)
         self.fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
         self.buf = b""
 
@@ -153,3 +154,33 @@ class FifoReader:
 
     def close(self) -> None:
         os.close(self.fd)
+
+
+# --- driver state in the forms RecoverTask accepts besides its own ----------------------------------
+
+def json_v1_state(arn: str, cluster: str, region: str | None, alloc_id: str = "", task_name: str = "",
+                  started_at: str = "2026-11-30T10:00:00.000000Z") -> bytes:
+    """Our driver's earlier state: UTF-8 JSON, version 1 (as released before the msgpack state)."""
+    import json
+
+    return json.dumps({"v": 1, "cluster": cluster, "region": region, "task_arn": arn, "started_at": started_at,
+                       "alloc_id": alloc_id, "task_name": task_name, "container": "web"},
+                      separators=(",", ":")).encode()
+
+
+def go_time_binary(ts) -> bytes:
+    """A Go time.Time as MarshalBinary (version 1) writes it: seconds since 0001-01-01, nanoseconds, UTC (-1)."""
+    import struct
+
+    secs = int(ts.timestamp()) + 62135596800
+    return struct.pack(">Bqih", 1, secs, ts.microsecond * 1000, -1)
+
+
+def reference_state(arn: str, started_at, task_id: str, alloc_id: str, name: str = "http-server") -> bytes:
+    """hashicorp/nomad-driver-ecs's state as Nomad's msgpack handle writes it: classic msgpack (strings as
+    raw), field names as keys, the time as MarshalBinary bytes (`TimeNotBuiltin`), no cluster, no region."""
+    task_config = {"ID": task_id, "JobName": "nomad-ecs-demo", "TaskGroupName": "ecs-remote-task-demo",
+                   "Name": name, "Namespace": "default", "AllocID": alloc_id, "Env": {}, "Resources": None,
+                   "StdoutPath": f"/alloc/logs/.{name}.stdout.fifo"}
+    return msgpack.packb({"TaskConfig": task_config, "ContainerName": "web", "ARN": arn,
+                          "StartedAt": go_time_binary(started_at)}, use_bin_type=False)
