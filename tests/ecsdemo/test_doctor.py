@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 import sys
 from pathlib import Path
@@ -49,18 +50,27 @@ def free_ports_cfg(tmp_path, **kw) -> DemoConfig:
 def test_nomad_version_window(tmp_path, monkeypatch, version, ok, words):
     monkeypatch.setenv("ECSDEMO_NOMAD_BIN", str(standin_nomad(tmp_path, version)))
     check = doctor.check_nomad()
-    assert check.ok is ok and check.blocking
+    assert check.ok is ok and check.blocking      # a binary named by the env variable is never replaced
     assert words in check.detail
     assert (check.hint is None) is ok
+    assert check.source == "env" and check.version == version
+    if not ok:
+        assert "ECSDEMO_NOMAD_BIN" in check.hint and "ecsdemo install nomad" in check.hint
 
 
 def test_nomad_missing_or_broken(tmp_path, monkeypatch):
     monkeypatch.delenv("ECSDEMO_NOMAD_BIN", raising=False)
+    monkeypatch.setenv("ECSDEMO_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setenv("PATH", str(tmp_path))
     check = doctor.check_nomad()
-    assert not check.ok and "not on PATH" in check.detail and "ECSDEMO_NOMAD_BIN" in check.hint
+    # missing: `up` installs it, so a warning naming the fix; with --no-install it blocks
+    assert not check.ok and not check.blocking and "not on PATH" in check.detail
+    assert "`ecsdemo up` will install Nomad 1.9.7" in check.detail and "ecsdemo install nomad" in check.hint
+    assert "ECSDEMO_NOMAD_BIN" in check.hint
+    assert doctor.check_nomad(auto_install=False).blocking
     monkeypatch.setenv("ECSDEMO_NOMAD_BIN", str(tmp_path / "nope"))
-    assert "is not an executable file" in doctor.check_nomad().detail
+    check = doctor.check_nomad()
+    assert "is not an executable file" in check.detail and check.blocking
     monkeypatch.setenv("ECSDEMO_NOMAD_BIN", str(standin_nomad(tmp_path / "b", body="echo garbage; exit 0")))
     check = doctor.check_nomad()
     assert not check.ok and "gave no version (garbage)" in check.detail
@@ -82,8 +92,11 @@ def test_terraform_and_provider_mirror(tmp_path):
 
 def test_terraform_missing(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path))
-    (check,) = doctor.check_terraform(free_ports_cfg(tmp_path))
-    assert not check.ok and "`terraform` is not on PATH" in check.detail and check.hint
+    monkeypatch.setenv("ECSDEMO_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("ECSDEMO_TERRAFORM", raising=False)
+    check = doctor.check_terraform(free_ports_cfg(tmp_path))[0]
+    assert not check.ok and "`terraform` is not on PATH" in check.detail and "ecsdemo install terraform" in check.hint
+    assert not check.blocking and doctor.check_terraform(free_ports_cfg(tmp_path), auto_install=False)[0].blocking
 
 
 def test_aws_credentials(tmp_path, monkeypatch):
@@ -159,7 +172,10 @@ def test_doctor_command_table_json_and_exit_code(tmp_path, monkeypatch):
     data = json.loads(result.output)
     nomad = next(c for c in data["checks"] if c["name"] == "nomad")
     assert data["ok"] is False and nomad["ok"] is False and "removed in Nomad 1.10" in nomad["detail"]
-    assert set(nomad) == {"name", "ok", "detail", "hint", "blocking"}
+    assert set(nomad) == {"name", "ok", "detail", "hint", "blocking", "source", "version", "path"}
+    assert nomad["source"] == "env" and nomad["version"] == "1.10.1"
+    ports = next(c for c in data["checks"] if c["name"] == "ports")
+    assert set(ports) == {"name", "ok", "detail", "hint", "blocking"}   # only binaries have a source
 
 
 def test_doctor_command_bad_input(tmp_path):
@@ -172,3 +188,61 @@ def test_doctor_command_bad_input(tmp_path):
     result = runner.invoke(app, ["doctor", "--state-dir", str(tmp_path)])
     assert result.exit_code == 1
     assert "config.json is corrupt" in str(result.exception)
+
+
+def test_table_keeps_hints_readable_at_80_columns(tmp_path, monkeypatch):
+    """The fixes go below the table as whole paragraphs: no word (or URL) is split across lines at 80
+    columns, and the table itself fits."""
+    import io
+
+    from rich.console import Console
+
+    from ecsdemo.commands.lifecycle import print_checks
+
+    checks = [
+        doctor.Check("nomad", False, "`nomad` is not on PATH and ecsdemo's cache has no Nomad", blocking=False,
+                     hint="run `ecsdemo install nomad` or download https://releases.hashicorp.com/nomad/1.9.7/ "
+                          "and put it on PATH, or set ECSDEMO_NOMAD_BIN"),
+        doctor.Check("terraform", True, "Terraform 1.11.4 at /usr/local/bin/terraform", source="PATH",
+                     version="1.11.4", path="/usr/local/bin/terraform"),
+        doctor.Check("aws provider", False, "the Terraform registry is not reachable and no local mirror is given",
+                     hint="set ECSDEMO_TF_PLUGIN_DIR to a provider mirror (e.g. /opt/tf-plugins)"),
+    ]
+    buf = io.StringIO()
+    print_checks(checks, out=Console(file=buf, width=80, color_system=None, highlight=False))
+    lines = buf.getvalue().splitlines()
+    assert all(len(line) <= 80 for line in lines), lines
+    header = lines[0].split()
+    assert header == ["check", "source", "detail"]
+    terraform = next(line for line in lines if "terraform" in line.split()[:2])
+    assert "PATH" in terraform.split() and "Terraform 1.11.4" in terraform
+    words = {w for line in lines for w in line.split()}
+    for c in checks:
+        for word in (c.hint or "").split():
+            assert word in words, f"{word!r} of the hint was split: {lines}"
+    first_fix = next(i for i, line in enumerate(lines) if line.startswith("fix 1 (nomad):"))
+    assert all(not line.startswith("fix") for line in lines[:first_fix])
+    assert any(line.startswith("fix 2 (aws provider):") for line in lines[first_fix:])
+    assert "[fix 1]" in buf.getvalue() and "[fix 2]" in buf.getvalue()
+
+
+def test_doctor_command_names_where_nomad_comes_from(tmp_path, monkeypatch):
+    """On PATH, Nomad 1.10 is skipped (saying why) for the 1.9.7 in ecsdemo's cache; the JSON names the version."""
+    from ecsdemo import releases
+
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("ECSDEMO_CACHE_DIR", str(cache))
+    monkeypatch.delenv("ECSDEMO_NOMAD_BIN", raising=False)
+    on_path = standin_nomad(tmp_path / "path", "1.10.2")
+    monkeypatch.setenv("PATH", f"{on_path.parent}:{os.environ['PATH']}")
+    cached = standin_nomad(releases.install_dir("nomad", "1.9.7"), "1.9.7")
+    cfg = free_ports_cfg(tmp_path, local=True)
+    cfg.save()
+    result = CliRunner().invoke(app, ["doctor", "--local", "--json", "--state-dir", str(cfg.state_dir)])
+    nomad = next(c for c in json.loads(result.output)["checks"] if c["name"] == "nomad")
+    assert nomad["ok"] and nomad["version"] == "1.9.7" and nomad["source"] == "ecsdemo cache"
+    assert nomad["path"] == str(cached) and "Nomad 1.9.7" in nomad["detail"]
+    assert f"skipped Nomad 1.10.2 at {on_path}: remote tasks were removed in Nomad 1.10" in nomad["detail"]
+    table = CliRunner().invoke(app, ["doctor", "--local", "--state-dir", str(cfg.state_dir)], env={"COLUMNS": "80"})
+    row = next(line for line in table.output.splitlines() if line.split()[1:2] == ["nomad"])
+    assert "ecsdemo cache" in row and "Nomad 1.9.7" in row

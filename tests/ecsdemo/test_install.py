@@ -40,7 +40,7 @@ def tree(tmp_path_factory, keys):
     for v in ("1.8.4", "1.9.5", "1.9.6", "1.9.7", "1.10.0"):
         t.add(v)
     t.add("1.9.1")                                      # checksum mismatch: the zip changed after SHA256SUMS
-    z = t.file("1.9.1", t.zip_name("1.9.1"))
+    z = t.file("1.9.1", t.zip_name("1.9.1", *releases.platform_os_arch()))
     data = bytearray(z.read_bytes())
     data[len(data) // 2] ^= 0xFF
     z.write_bytes(bytes(data))
@@ -90,8 +90,11 @@ def installed(cache: Path) -> list[str]:
     return sorted(p.name for p in root.iterdir() if not p.name.endswith(".lock")) if root.is_dir() else []
 
 
+PLATFORM = "_".join(releases.platform_os_arch())
+
+
 def zip_requests(server, version: str) -> list[str]:
-    return [p for p in server.requests if p.endswith(f"nomad_{version}_linux_amd64.zip")]
+    return [p for p in server.requests if p.endswith(f"nomad_{version}_{PLATFORM}.zip")]
 
 
 # --- the good path --------------------------------------------------------------------------------
@@ -135,7 +138,7 @@ def test_terraform_default_is_the_newest_1_x(tmp_path, keys, cache):
 
 
 def test_two_concurrent_installs_download_once(tree, server, keys, cache):
-    server.httpd.slow[f"/nomad/1.9.5/{tree.zip_name('1.9.5')}"] = 1.5
+    server.httpd.slow[f"/nomad/1.9.5/{tree.zip_name('1.9.5', *releases.platform_os_arch())}"] = 1.5
     procs = [subprocess.Popen([sys.executable, "-m", "ecsdemo", "install", "nomad", "--version", "1.9.5"],
                               env={**os.environ, "ECSDEMO_RELEASES_URL": server.url, "ECSDEMO_CACHE_DIR": str(cache),
                                    "ECSDEMO_RELEASES_KEY": str(keys["file"])},
@@ -148,7 +151,7 @@ def test_two_concurrent_installs_download_once(tree, server, keys, cache):
 
 
 def test_ctrl_c_during_the_download_leaves_nothing(tree, server, keys, cache):
-    path = f"/nomad/1.8.4/{tree.zip_name('1.8.4')}"
+    path = f"/nomad/1.8.4/{tree.zip_name('1.8.4', *releases.platform_os_arch())}"
     server.httpd.slow[path] = 20
     proc = subprocess.Popen([sys.executable, "-m", "ecsdemo", "install", "nomad", "--version", "1.8.4"],
                             env={**os.environ, "ECSDEMO_RELEASES_URL": server.url, "ECSDEMO_CACHE_DIR": str(cache),
@@ -172,12 +175,12 @@ def test_ctrl_c_during_the_download_leaves_nothing(tree, server, keys, cache):
 # --- every fault: one message, exit 1, nothing installed --------------------------------------------
 @pytest.mark.parametrize("version,words", [
     ("1.9.9", "nomad 1.9.9 is not available from {url}; nearest available: 1.9.4, 1.9.5, 1.9.6, 1.9.7, 1.10.0"),
-    ("1.9.1", "checksum mismatch for nomad_1.9.1_linux_amd64.zip"),
+    ("1.9.1", "checksum mismatch for nomad_1.9.1_{platform}.zip"),
     ("1.9.2", "missing signature: none of nomad_1.9.2_SHA256SUMS.{kid}.sig, nomad_1.9.2_SHA256SUMS.sig"),
     ("1.9.3", "bad signature: the OpenPGP signature does not match nomad_1.9.3_SHA256SUMS"),
     ("1.8.5", "bad signature for nomad_1.8.5_SHA256SUMS: not an OpenPGP signature"),
     ("1.9.4", "nomad_1.9.4_SHA256SUMS is signed by another key"),
-    ("1.8.0", "nomad_1.8.0_linux_amd64.zip has no `nomad` binary"),
+    ("1.8.0", "nomad_1.8.0_{platform}.zip has no `nomad` binary"),
     ("1.8.1", "the downloaded nomad does not run: `nomad version` exited 139 (segmentation fault)"),
     ("1.8.2", "the downloaded nomad reports version 1.8.3"),
 ])
@@ -189,26 +192,26 @@ def test_faults(tree, server, keys, cache, version, words, transport):
     assert "Traceback" not in res.stderr
     error = [line for line in res.stderr_lines if line.startswith("error:")]
     assert len(error) == 1, res.stderr
-    assert words.format(url=url, kid=rt.key_id(keys["tsk"])) in error[0]
+    assert words.format(url=url, kid=rt.key_id(keys["tsk"]), platform=PLATFORM) in error[0]
     assert installed(cache) == []
 
 
 def test_truncated_download(tree, server, keys, cache):
-    server.httpd.truncate.add(f"/nomad/1.9.7/{tree.zip_name('1.9.7')}")
+    server.httpd.truncate.add(f"/nomad/1.9.7/{tree.zip_name('1.9.7', *releases.platform_os_arch())}")
     try:
         res = ecsdemo("install", "nomad", "--version", "1.9.7", url=server.url, key=keys["file"], cache=cache)
     finally:
         server.httpd.truncate.clear()
-    assert res.returncode == 1 and "truncated download of nomad_1.9.7_linux_amd64.zip" in res.stderr, res.stderr
+    assert res.returncode == 1 and f"truncated download of nomad_1.9.7_{PLATFORM}.zip" in res.stderr, res.stderr
     assert installed(cache) == []
 
 
 def test_a_truncated_zip_in_a_mirror_fails_its_checksum(tmp_path, keys, cache):
     t = rt.ReleaseTree(tmp_path / "m", keys["tsk"]).add("1.9.7")
-    z = t.file("1.9.7", t.zip_name("1.9.7"))
+    z = t.file("1.9.7", t.zip_name("1.9.7", *releases.platform_os_arch()))
     z.write_bytes(z.read_bytes()[:100])
     res = ecsdemo("install", "nomad", url=t.root.as_uri(), key=keys["file"], cache=cache)
-    assert res.returncode == 1 and "checksum mismatch for nomad_1.9.7_linux_amd64.zip" in res.stderr
+    assert res.returncode == 1 and f"checksum mismatch for nomad_1.9.7_{PLATFORM}.zip" in res.stderr
     assert installed(cache) == []
 
 
