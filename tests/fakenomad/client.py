@@ -496,7 +496,8 @@ class TaskRunner:
         if phase != "waiting" or self.handle is None:
             return    # not running: the run loop marks it dead
         handle = self.handle
-        kt = min((self.task.get("KillTimeout") or 5 * NS) / NS, self.client.cl.timings.max_kill_timeout)
+        kt = min((self.task.get("KillTimeout") or 5 * NS) / NS,
+                 self.client.max_kill_timeout or self.client.cl.timings.max_kill_timeout)
         kt_ns = int(kt * NS)
         self._emit(task_event("Killing", f"Sent interrupt. Waiting {go_duration_string(kt_ns)} before force killing",
                               {"kill_timeout": go_duration_string(kt_ns)}, KillTimeout=kt_ns))
@@ -597,6 +598,7 @@ class SimClient:
         self.pinned_driver = driver          # a test's fixed Drivers["ecs"]; None: from the fingerprint
         self.pid = pid
         self.on_death = on_death
+        self.max_kill_timeout: float | None = None   # the agent's client.max_kill_timeout (else Timings')
         self.alive = False
         self.plugin = None
         self.errors: list[str] = []
