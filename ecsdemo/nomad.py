@@ -72,11 +72,16 @@ class NomadAPIError(EcsdemoError):
 # --- pure helpers on Nomad's JSON --------------------------------------------------------------------
 
 def decode_driver_state(b64: str | None) -> dict | None:
-    """A TaskHandle's DriverState as a dict, or None when absent or unreadable.
+    """A TaskHandle's DriverState as a dict, or None when absent or unreadable. Every form the plugin writes
+    or recovers is read:
 
-    Our driver stores base64 of UTF-8 JSON (`{"v":1,"cluster","region","task_arn","started_at"}`); the Go
-    ECS driver stores go-msgpack whose time values are not UTF-8, so msgpack is read with raw=True and
-    its byte keys/values are decoded leniently (`ARN` ends up as a str).
+    * ours since state version 2: msgpack `{"ARN", "v": 2, "cluster", "region", "started_at", "task_id", ...}`;
+    * ours before: UTF-8 JSON `{"v": 1, "cluster", "region", "task_arn", "started_at", ...}`;
+    * the Go reference driver's: go-msgpack `{TaskConfig, ContainerName, ARN, StartedAt}`, whose time value
+      is not UTF-8, so msgpack is read with raw=True and byte keys/values (nested ones too) are decoded
+      leniently.
+
+    `task_arn(...)` gives the ARN whichever form it is.
     """
     if not b64:
         return None
@@ -84,11 +89,12 @@ def decode_driver_state(b64: str | None) -> dict | None:
         raw = base64.b64decode(b64, validate=True)
     except (binascii.Error, ValueError):
         return None
-    try:
-        data = json.loads(raw.decode("utf-8"))
-        return data if isinstance(data, dict) else None
-    except (UnicodeDecodeError, ValueError):
-        pass
+    if raw[:1] == b"{":
+        try:
+            data = json.loads(raw.decode("utf-8"))
+            return data if isinstance(data, dict) else None
+        except (UnicodeDecodeError, ValueError):
+            return None
     try:
         import msgpack
 
@@ -99,18 +105,25 @@ def decode_driver_state(b64: str | None) -> dict | None:
         return None
 
     def text(v):
-        return v.decode("utf-8", "surrogateescape") if isinstance(v, bytes) else v
-    return {text(k): text(v) for k, v in data.items()}
+        if isinstance(v, bytes):
+            return v.decode("utf-8", "surrogateescape")
+        if isinstance(v, dict):
+            return {text(k): text(x) for k, x in v.items()}
+        if isinstance(v, list):
+            return [text(x) for x in v]
+        return v
+    return text(data)
 
 
 def task_arn(alloc_or_stub: dict, task_name: str) -> str | None:
-    """The ECS task ARN recorded in an allocation's (or stub's) TaskHandle for `task_name`, if any."""
+    """The ECS task ARN recorded in an allocation's (or stub's) TaskHandle for `task_name`, if any
+    (`ARN` in the msgpack forms, `task_arn` in the JSON one)."""
     state = ((alloc_or_stub.get("TaskStates") or {}).get(task_name) or {})
     handle = state.get("TaskHandle") or {}
     decoded = decode_driver_state(handle.get("DriverState"))
     if not decoded:
         return None
-    arn = decoded.get("task_arn") or decoded.get("ARN")
+    arn = decoded.get("ARN") or decoded.get("task_arn")
     return arn if isinstance(arn, str) and arn else None
 
 

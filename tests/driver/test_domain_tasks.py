@@ -277,3 +277,61 @@ def test_runtask_failures_are_classified(failures, recoverable):
     assert err.recoverable is recoverable and str(err).startswith("ECS RunTask")
     for f in failures:
         assert f["reason"] in str(err)
+
+
+# --- driver state forms and the ownership tags (no AWS) ------------------------------------------
+
+def test_driver_state_v2_is_msgpack_with_the_reference_drivers_arn_key_and_round_trips():
+    from datetime import datetime, timezone
+
+    arn = "arn:aws:ecs:us-west-2:123456789012:task/c/0123"
+    state = DriverState(cluster="c", region="us-west-2", task_arn=arn, alloc_id="a", task_name="t",
+                        started_at=datetime(2026, 1, 2, 3, 4, 5, 600000, tzinfo=timezone.utc), task_id="a/t/1")
+    blob = state.encode()
+    doc = msgpack.unpackb(blob)
+    assert doc["ARN"] == arn and doc["v"] == 2 and doc["started_at"] == "2026-01-02T03:04:05.600000Z"
+    # what Nomad's e2e suite (and the reference driver) decode: {ARN string}, strings as classic raw
+    assert msgpack.unpackb(blob, raw=True)[b"ARN"] == arn.encode()
+    assert b"\xd9" not in blob  # no str8: every Go msgpack decoder reads it
+    assert DriverState.decode(blob) == state
+
+
+def test_driver_state_json_v1_and_reference_forms_decode():
+    from datetime import datetime, timezone
+
+    from test_lifecycle_support import json_v1_state, reference_state
+
+    arn = "arn:aws:ecs:us-east-1:123456789012:task/c/0123"
+    old = DriverState.decode(json_v1_state(arn, "c", None, "alloc", "web-task"), cluster="ignored")
+    assert (old.form, old.cluster, old.region, old.task_arn, old.alloc_id, old.task_name) == \
+        ("json-v1", "c", None, arn, "alloc", "web-task")
+    assert old.started_at == datetime(2026, 11, 30, 10, 0, tzinfo=timezone.utc)
+    when = datetime(2025, 7, 1, 12, 0, 1, 5000, tzinfo=timezone.utc)
+    ref = DriverState.decode(reference_state(arn, when, "alloc/http-server/1", "alloc"), cluster="demo",
+                             region="eu-west-1")
+    assert (ref.form, ref.cluster, ref.region, ref.task_arn, ref.container, ref.task_id, ref.alloc_id) == \
+        ("reference", "demo", "eu-west-1", arn, "web", "alloc/http-server/1", "alloc")
+    assert ref.started_at == when
+    with pytest.raises(DriverStateError, match="plugin config has no cluster"):
+        DriverState.decode(reference_state(arn, when, "x", "y"))
+
+
+def test_ownership_claims_keep_former_owners_and_unsafe_ids_become_digests():
+    from driver.tasks import FORMER_OWNERS_TAG, Ownership, owner_digest, owner_mark
+
+    a, b, c = (f"{x * 8}-0000-0000-0000-000000000000/http-server/0000000{n}" for n, x in enumerate("abc"))
+    fresh = Ownership(None).claimed_by(a)
+    assert fresh == {OWNER_TAG: a}
+    after_b = Ownership(a).claimed_by(b)
+    assert after_b == {OWNER_TAG: b, FORMER_OWNERS_TAG: owner_digest(a)}
+    tags = Ownership(b, tuple(after_b[FORMER_OWNERS_TAG].split()))
+    assert tags.owned_by(b) and tags.handed_over_by(a) and not tags.handed_over_by(c) and not tags.owned_by(a)
+    assert Ownership(b, (owner_digest(a),)).claimed_by(b) == {OWNER_TAG: b}  # the owner's re-claim changes nothing
+    former = tuple(owner_digest(str(i)) for i in range(40))
+    capped = Ownership(b, former).claimed_by(c)[FORMER_OWNERS_TAG]
+    assert len(capped) <= 256 and capped.endswith(owner_digest(b))  # newest kept, oldest dropped
+    weird = "alloc/task with \u00e9 and !?*/1"
+    assert owner_mark(weird).startswith("sha256:") and owner_mark(weird) == owner_mark(weird)
+    assert owner_mark(a) == a
+    desc = {"tags": [{"key": OWNER_TAG, "value": b}, {"key": FORMER_OWNERS_TAG, "value": owner_digest(a)}]}
+    assert Ownership.of(desc) == Ownership(b, (owner_digest(a),))

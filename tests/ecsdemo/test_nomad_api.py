@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import base64
-import json
 import threading
 import time
 
-import msgpack
 import pytest
 
 from ecsdemo.errors import EcsdemoError
@@ -32,15 +30,32 @@ def _run_job(fake, demo, client=None):
 
 # --- pure helpers ----------------------------------------------------------------------------------
 
-def test_decode_driver_state_reads_our_json_and_the_go_drivers_msgpack():
-    ours = base64.b64encode(json.dumps({"v": 1, "task_arn": "arn:aws:ecs:x:1:task/c/abc"}).encode()).decode()
-    assert decode_driver_state(ours)["task_arn"] == "arn:aws:ecs:x:1:task/c/abc"
-    # go-msgpack writes time.Time as a non-UTF-8 str; raw=True keeps that from failing
-    go = msgpack.packb({b"ARN": b"arn:aws:ecs:x:1:task/c/go", b"StartedAt": b"\x01\x00\x00\x00\x0e\xdb\xff"},
-                       use_bin_type=False)
-    stub = {"TaskStates": {TASK: {"TaskHandle": {"Version": 1, "DriverState": base64.b64encode(go).decode()}}}}
-    assert task_arn(stub, TASK) == "arn:aws:ecs:x:1:task/c/go"
+def test_decode_driver_state_reads_every_form_the_plugin_writes_or_recovers():
+    from datetime import datetime, timezone
+
+    from driver.tasks import DriverState
+    from tests.driver.test_lifecycle_support import json_v1_state, reference_state
+
+    def stub(blob: bytes) -> dict:
+        return {"TaskStates": {TASK: {"TaskHandle": {"Version": 1, "DriverState": base64.b64encode(blob).decode()}}}}
+
+    now = datetime(2026, 12, 1, 8, 0, tzinfo=timezone.utc)
+    v2 = DriverState(cluster="c", region="us-west-2", task_arn="arn:aws:ecs:x:1:task/c/v2", started_at=now,
+                     task_id="a/http-server/1").encode()
+    decoded = decode_driver_state(base64.b64encode(v2).decode())
+    assert (decoded["v"], decoded["cluster"], decoded["region"], decoded["task_id"]) == \
+        (2, "c", "us-west-2", "a/http-server/1")
+    assert task_arn(stub(v2), TASK) == "arn:aws:ecs:x:1:task/c/v2"
+    old = json_v1_state("arn:aws:ecs:x:1:task/c/abc", "c", "us-east-1")
+    assert decode_driver_state(base64.b64encode(old).decode())["task_arn"] == "arn:aws:ecs:x:1:task/c/abc"
+    assert task_arn(stub(old), TASK) == "arn:aws:ecs:x:1:task/c/abc"
+    # go-msgpack writes time.Time as a non-UTF-8 str; raw=True keeps that from failing, nested maps too
+    go = reference_state("arn:aws:ecs:x:1:task/c/go", now, "a/http-server/2", "a")
+    assert task_arn(stub(go), TASK) == "arn:aws:ecs:x:1:task/c/go"
+    assert decode_driver_state(base64.b64encode(go).decode())["TaskConfig"]["AllocID"] == "a"
     assert decode_driver_state("not base64!") is None
+    assert decode_driver_state(base64.b64encode(b"{broken").decode()) is None
+    assert decode_driver_state(base64.b64encode(b"\xc1").decode()) is None
     assert decode_driver_state(None) is None
     assert task_arn({"TaskStates": None}, TASK) is None
     assert task_arn({"TaskStates": {TASK: {"TaskHandle": None}}}, TASK) is None
