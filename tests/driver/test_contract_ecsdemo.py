@@ -1,7 +1,7 @@
 """The seams between ecsdemo and its plugin, end to end with real parts: the Nomad files `ecsdemo render`
 writes are accepted by the real plugin process (plugin config through the agent-start sequence, the job's
 task config through StartTask), and what the plugin leaves behind (driver state, ECS tags, stop reason) is
-what ecsdemo's status and scenario checks read."""
+what ecsdemo's status and scenario checks read, also across a hand-over."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import hcl2
 from google.protobuf.duration_pb2 import Duration
 
 from driver.pb import driver_pb2
+from driver.tasks import OWNER_TAG
 from ecsdemo import aws as demo_aws
 from ecsdemo import render
 from ecsdemo.config import GROUP_NAME, JOB_ID, PLUGIN_NAME, TASK_NAME, DemoConfig
@@ -58,12 +59,29 @@ def test_rendered_files_drive_the_real_plugin_and_ecsdemo_reads_what_it_leaves(t
     shown = {"TaskStates": {TASK_NAME: {"TaskHandle": {
         "Version": resp.handle.version, "DriverState": base64.b64encode(resp.handle.driver_state).decode()}}}}
     assert NomadClient.task_arn(shown, TASK_NAME) == running["taskArn"]
+    state = NomadClient.decode_driver_state(shown["TaskStates"][TASK_NAME]["TaskHandle"]["DriverState"])
+    assert (state["cluster"], state["region"]) == (world.cluster, "us-east-1")
     assert demo_aws.task_owner(running) == alloc_id
 
-    # A normal stop: the reason the scenario checks look for.
-    host.driver.StopTask(driver_pb2.StopTaskRequest(task_id=f"{alloc_id}/{TASK_NAME}/0badc0de",
-                                                    timeout=Duration(seconds=10), signal=""), timeout=30)
+    # A hand-over (drain): the replacement recovers the same handle; the server copies the same bytes to it,
+    # so ecsdemo finds the one ARN under the new allocation; the ECS task's owner tag names the new task id.
+    new_alloc = str(uuid.uuid4())
+    new_id = f"{new_alloc}/{TASK_NAME}/0c0ffee0"
+    host.driver.RecoverTask(driver_pb2.RecoverTaskRequest(handle=driver_pb2.TaskHandle(
+        version=resp.handle.version, driver_state=resp.handle.driver_state,
+        config=driver_pb2.TaskConfig(id=new_id, name=TASK_NAME, alloc_id=new_alloc))), timeout=30)
+    (running,) = world.tasks("RUNNING")
+    assert {t["key"]: t["value"] for t in running["tags"]}[OWNER_TAG] == new_id
+    assert NomadClient.task_arn(shown, TASK_NAME) == running["taskArn"]
+
+    # The old allocation's normal stop (a returning lost client) leaves it running ...
+    old_id = f"{alloc_id}/{TASK_NAME}/0badc0de"
+    host.driver.StopTask(driver_pb2.StopTaskRequest(task_id=old_id, timeout=Duration(seconds=10), signal=""),
+                         timeout=30)
+    assert world.describe(running["taskArn"])["lastStatus"] == "RUNNING"
+    # ... and the owner's stop gives the reason the scenario checks look for, naming the new allocation.
+    host.driver.StopTask(driver_pb2.StopTaskRequest(task_id=new_id, timeout=Duration(seconds=10), signal=""),
+                         timeout=30)
     stopped = world.describe(running["taskArn"])
-    assert stopped["lastStatus"] == "STOPPED"
-    verdict = checks.check_stopped_by_nomad(stopped, running["taskArn"], alloc_id)
-    assert verdict.ok, verdict.detail
+    verdict = checks.check_stopped_by_nomad(stopped, running["taskArn"], new_alloc)
+    assert verdict.ok and "names allocation" in verdict.detail, verdict.detail
