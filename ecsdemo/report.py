@@ -210,7 +210,7 @@ svg text{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:11px}
 svg .lane-label{font-weight:bold}svg .axis{stroke:#999}svg .grid{stroke:#eee}
 svg .alloc.running{fill:#2da44e}svg .alloc.pending{fill:#d4a72c}svg .alloc.lost{fill:#cf222e}
 svg .alloc{fill:#8c959f}svg .seg-running{fill:#2da44e}svg .seg-pending{fill:#d4a72c}svg .seg-lost{fill:#cf222e}
-svg .ecs-task{fill:#ddf4ff;stroke:#0969da}svg .holder{fill:#0969da;opacity:.75}
+svg .ecs-task{fill:#ddf4ff;stroke:#0969da}svg .holder{fill:#0969da;opacity:.8}svg .holder-label{font-size:10px}
 svg .moment{stroke:#cf222e;stroke-dasharray:4 3}svg .moment-label{fill:#cf222e}
 """
 
@@ -277,7 +277,7 @@ def _svg(tl: Timeline) -> str:
         y = top + i * lane_h
         y_of[(kind, key)] = y
         label = key if kind == "node" else "ECS " + task_id(key)
-        parts.append(f'<text class="lane-label" x="4" y="{y + 20}">{_e(label[:22])}</text>')
+        parts.append(f'<text class="lane-label" x="4" y="{y + (20 if kind == "node" else 26)}">{_e(label[:22])}</text>')
         parts.append(f'<line class="axis" x1="{left}" y1="{y + lane_h - 2}" x2="{left + width}" y2="{y + lane_h - 2}"/>')
     for b in tl.allocs:
         y = y_of[("node", b.lane)]
@@ -290,16 +290,18 @@ def _svg(tl: Timeline) -> str:
         parts.append(f'<text x="{x(b.start) + 4}" y="{y + 19}" fill="#fff">{_e(short(b.key))}</text></g>')
     for b in tl.tasks:
         y = y_of[("task", b.key)]
+        # the ARN on its own line across the lane (it is longer than most bars), the bar below it
         parts.append(f'<g><title>{_e(b.label)}</title>'
-                     f'<rect class="ecs-task" data-arn="{_e(b.key)}" x="{x(b.start)}" y="{y + 4}" '
-                     f'width="{max(x(b.end) - x(b.start), 2)}" height="26" rx="3"/>')
+                     f'<text class="arn" x="{min(x(b.start), left + width - 700)}" y="{y + 11}">{_e(b.key)}</text>'
+                     f'<rect class="ecs-task" data-arn="{_e(b.key)}" x="{x(b.start)}" y="{y + 14}" '
+                     f'width="{max(x(b.end) - x(b.start), 2)}" height="16" rx="3"/>')
         for h in b.holders:
             parts.append(f'<rect class="holder" data-arn="{_e(b.key)}" data-alloc="{_e(h.label)}" '
-                         f'x="{x(h.start)}" y="{y + 20}" width="{max(x(h.end) - x(h.start), 1)}" height="9">'
+                         f'x="{x(h.start)}" y="{y + 16}" width="{max(x(h.end) - x(h.start), 1)}" height="12">'
                          f'<title>held by allocation {_e(h.label)}</title></rect>')
-            parts.append(f'<text class="holder-label" x="{x(h.start) + 2}" y="{y + 28}" fill="#fff" '
-                         f'font-size="9">{_e(short(h.label))}</text>')
-        parts.append(f'<text class="arn" x="{x(b.start) + 4}" y="{y + 16}">{_e(b.key)}</text></g>')
+            parts.append(f'<text class="holder-label" x="{x(h.start) + 3}" y="{y + 26}" fill="#fff">'
+                         f'{_e(short(h.label))}</text>')
+        parts.append("</g>")
     for i, m in enumerate(tl.moments):
         xx = x(m.at)
         parts.append(f'<g><title>{_e(m.scenario)}: {_e(m.text)}</title>'

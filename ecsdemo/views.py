@@ -105,7 +105,7 @@ def allocations_table(allocs: list[dict] | None, wide: bool = False) -> Renderab
         return Text("no allocations of the demo job (run `ecsdemo run`)", style="dim")
     table = _table("Allocations of the demo job")
     table.add_column("alloc", no_wrap=True)
-    table.add_column("node", no_wrap=True)
+    table.add_column("node", overflow="ellipsis")           # gives way first when the terminal is narrow
     table.add_column("desired")
     table.add_column("status")
     table.add_column("v", justify="right")     # the job version
@@ -124,11 +124,12 @@ def ecs_table(tasks: list[dict], wide: bool = False) -> RenderableType:
     table = _table("ECS tasks in the cluster")
     table.add_column("ECS task", no_wrap=not wide, overflow="fold")
     table.add_column("status", no_wrap=True)
-    table.add_column("task definition", overflow="fold" if wide else "ellipsis", no_wrap=not wide)
+    # the one column that gives way when the terminal is narrow (a single word, so it is cut, not wrapped)
+    table.add_column("task definition", overflow="fold" if wide else "ellipsis")
     table.add_column("owner", no_wrap=True)
     table.add_column("", no_wrap=True)
     for t in tasks:
-        flag = _t("ORPHAN", "bold red") if t["orphan"] else _t("" if t["orphan"] is False else "?", "")
+        flag = _t("ORPHAN", "bold red") if t["orphan"] else Text("" if t["orphan"] is False else "?")
         owner = t["live_owner"] or t["owner"]
         table.add_row(_t(_arn(t["arn"], wide), ""), _t(t["last_status"]), _t(t["task_definition"], ""),
                       _t(_id(owner, wide) if owner else None, "" if t["live_owner"] else "dim"), flag)

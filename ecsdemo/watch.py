@@ -115,19 +115,19 @@ def diff(prev: dict | None, cur: dict, at: float) -> list[Event]:
                           and x["id"] != a["id"]), None)
             if o is None:
                 add("placed", f"alloc {sid} placed on {a['node'] or short(a['node_id'])} (v{a['job_version']})"
-                    + (f", handed ECS task {task_id(arn)} of alloc {short(first)}" if first else ""), a["id"])
+                    + (f" with task {short(task_id(arn))}" if first else ""), a["id"])
                 continue
             if o["client_status"] != a["client_status"] or o["desired_status"] != a["desired_status"]:
                 add("alloc", f"alloc {sid} {o['desired_status']}/{o['client_status']} -> "
                              f"{a['desired_status']}/{a['client_status']}", a["id"])
                 if first and a["client_status"] == "running" and a["live"]:
-                    add("recovered", f"alloc {sid} recovered ECS task {task_id(arn)} (from alloc {short(first)})", arn)
+                    add("recovered", f"alloc {sid} recovered task {short(task_id(arn))} from {short(first)}", arn)
                 holder = live.get(arn) if arn else None
                 if a["client_status"] == "complete" and holder and holder != a["id"]:
-                    add("detached", f"alloc {sid} detached from ECS task {task_id(arn)} (now held by "
+                    add("detached", f"alloc {sid} detached from task {short(task_id(arn))} (now held by "
                                     f"{short(holder)})", arn)
             if arn and o["task_arn"] != arn and not first:
-                add("alloc", f"alloc {sid} started ECS task {task_id(arn)}", arn)
+                add("alloc", f"alloc {sid} started task {short(task_id(arn))}", arn)
 
     # ECS tasks
     if not cur.get("ecs_error") and not prev.get("ecs_error") and prev:
@@ -135,9 +135,9 @@ def diff(prev: dict | None, cur: dict, at: float) -> list[Event]:
         for t in cur.get("ecs_tasks") or []:
             o = old_tasks.get(t["arn"])
             if o is None:
-                add("ecs", f"ECS task {task_id(t['arn'])} {t['last_status']} ({t['task_definition']})", t["arn"])
+                add("ecs", f"ECS task {short(task_id(t['arn']))} {t['last_status']} ({t['task_definition']})", t["arn"])
             elif o["last_status"] != t["last_status"]:
-                add("ecs", f"ECS task {task_id(t['arn'])} {o['last_status']} -> {t['last_status']}", t["arn"])
+                add("ecs", f"ECS task {short(task_id(t['arn']))} {o['last_status']} -> {t['last_status']}", t["arn"])
     return out
 
 

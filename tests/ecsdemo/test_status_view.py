@@ -71,3 +71,81 @@ def test_node_summary_reads_the_ecs_driver():
                                          "eligibility": "ineligible", "drain": True,
                                          "ecs_driver": "ECS cluster status: INACTIVE"}
     assert status.node_summary({"ID": "n2", "Drivers": None})["ecs_driver"].startswith("driver 'ecs' not reported")
+
+
+# --- the layout `status` and `watch` share (ecsdemo.views) -----------------------------------------
+def render(data: dict, width: int, wide: bool = False) -> str:
+    import os
+
+    from rich.console import Console
+
+    from ecsdemo import views
+
+    con = Console(record=True, width=width, file=open(os.devnull, "w"), color_system=None)
+    con.print(views.status_view(data, wide))
+    return con.export_text()
+
+
+def status_data(**over) -> dict:
+    """A `status.collect`-shaped view: two nodes, a drained allocation and its replacement, a 32-hex ECS
+    task (as real ECS names them), a second task nobody owns."""
+    arn32 = "arn:aws:ecs:us-east-1:123456789012:task/nomad-remote-driver-demo/0123456789abcdef0123456789abcdef"
+    other = arn32[:-32] + "fedcba9876543210fedcba9876543210"
+    allocs = [status.alloc_summary({**alloc(A1, "stop", "complete", arn32), "JobVersion": 0}),
+              status.alloc_summary({**alloc(A2, "run", "running", arn32), "NodeName": "nomad-client-2"})]
+    nodes = [status.node_summary({"ID": "node-1-" + "0" * 29, "Name": "nomad-client-1", "Status": "ready",
+                                  "SchedulingEligibility": "ineligible", "Drain": False,
+                                  "Drivers": {"ecs": {"Detected": True, "Healthy": True}}}),
+             status.node_summary({"ID": "node-2-" + "0" * 29, "Name": "nomad-client-2", "Status": "ready",
+                                  "SchedulingEligibility": "eligible", "Drain": False,
+                                  "Drivers": {"ecs": {"Detected": True, "Healthy": False, "HealthDescription":
+                                                      "ECS cluster nomad-remote-driver-demo is INACTIVE"}}})]
+    tasks = status.ecs_summary([task(arn32, A1), task(other, None)], allocs)
+    data = {"state_dir": "/demo/.ecsdemo", "mode": "local", "region": "us-east-1",
+            "nomad_address": "http://127.0.0.1:4646", "ui": "http://127.0.0.1:4646/ui",
+            "agents": [{"name": "nomad-server", "role": "server", "pid": 4242, "status": "running",
+                        "http": "http://127.0.0.1:4646", "log": "/demo/.ecsdemo/logs/nomad-server.log"}],
+            "endpoint": {"url": "http://127.0.0.1:5000", "healthy": True},
+            "nodes": nodes, "allocations": allocs, "nomad_error": None,
+            "ecs_tasks": tasks, "ecs_error": None, "orphans": [t["arn"] for t in tasks if t["orphan"]]}
+    return {**data, **over}
+
+
+def test_status_at_80_columns_short_ids_and_task_ids():
+    data = status_data()
+    text = render(data, 80)
+    assert max(len(line) for line in text.splitlines()) <= 80
+    replacement = next(line for line in text.splitlines() if line.startswith(A2[:8]))
+    assert "nomad-client-2" in replacement and "running" in replacement
+    assert replacement.rstrip().endswith("0123456789abcdef0123456789abcdef")     # the task id, not the ARN
+    assert "arn:aws:ecs" not in text and A2 not in text
+    owned = next(line for line in text.splitlines() if line.startswith("0123456789abcdef"))
+    assert "RUNNING" in owned and A2[:8] in owned and "ORPHAN" not in owned     # owned by the live holder
+    orphan = next(line for line in text.splitlines() if line.startswith("fedcba98"))
+    assert "ORPHAN" in orphan and "1 orphan ECS task(s)" in " ".join(text.split())
+    # the unhealthy driver's reason is shown whole (folded), not cut
+    assert "ECS cluster nomad-remote-driver-demo is INACTIVE" in " ".join(text.split())
+    assert "agents: nomad-server running" in text
+
+
+def test_status_wide_shows_full_values():
+    data = status_data()
+    flat = "".join(render(data, 200, wide=True).split())
+    for value in (A1, A2, data["ecs_tasks"][0]["arn"], data["ecs_tasks"][1]["arn"], data["nodes"][0]["id"],
+                  data["agents"][0]["log"]):
+        assert value in flat
+
+
+def test_status_with_parts_down_names_them():
+    text = render(status_data(nomad_error="cannot reach Nomad at http://127.0.0.1:4646: connection refused",
+                              nodes=[], allocations=None, ecs_error="the local AWS endpoint is not answering",
+                              ecs_tasks=[], orphans=[]), 80)
+    assert "Nomad: cannot reach Nomad at http://127.0.0.1:4646: connection refused" in text
+    assert "ECS: the local AWS endpoint is not answering" in text
+    assert "Nodes" not in text and "Allocations" not in text
+
+
+def test_status_text_is_never_markup():
+    data = status_data()
+    data["nodes"][1]["ecs_driver"] = "[bold]AccessDenied[/bold] for ecs:DescribeClusters"
+    assert "[bold]AccessDenied[/bold] for ecs:DescribeClusters" in " ".join(render(data, 120).split())

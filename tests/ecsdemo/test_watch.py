@@ -93,17 +93,16 @@ def test_drain_frames_at_80_and_120_columns(drained):
     assert new["NodeName"] in new_row and "running" in new_row and new_row.rstrip().endswith(tid)
     assert "complete" in old_row and old["NodeName"] in old_row
     ecs_row = row(text80, tid)
-    assert "RUNNING" in ecs_row and new["ID"][:8] in ecs_row and "ORPHAN" not in ecs_row
+    assert ecs_row.split() == [tid, "RUNNING", ecs_row.split()[2], new["ID"][:8]]      # not an orphan
     assert arn not in text80 and new["ID"] not in text80          # short forms only
     # the drained node: ineligible (the drain itself is complete by now)
     node_row = row(text80, old["NodeName"])
     assert "ineligible" in node_row and "healthy" in node_row
     # the event strip tells the story with times
-    print(text80)
     flat = " ".join(text80.split())
-    assert f"alloc {new['ID'][:8]} placed on {new['NodeName']}" in flat
-    assert f"alloc {old['ID'][:8]} detached from ECS task {tid}" in flat
-    assert f"alloc {new['ID'][:8]} recovered ECS task {tid}" in flat
+    assert f"alloc {new['ID'][:8]} placed on {new['NodeName']} (v0) with task {tid[:8]}" in flat
+    assert f"alloc {old['ID'][:8]} detached from task {tid[:8]} (now held by {new['ID'][:8]})" in flat
+    assert f"alloc {new['ID'][:8]} recovered task {tid[:8]} from {old['ID'][:8]}" in flat
     assert f"node {old['NodeName']} draining" in flat and f"node {old['NodeName']} ineligible" in flat
     assert any(line[:8].count(":") == 2 for line in text80.splitlines() if "recovered" in line)
 
