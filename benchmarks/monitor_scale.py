@@ -37,6 +37,7 @@ import psutil  # noqa: E402
 from google.protobuf.duration_pb2 import Duration  # noqa: E402
 
 from driver.pb import driver_pb2  # noqa: E402
+from driver.tasks import DriverState  # noqa: E402
 from ecsdemo import driverctl, local  # noqa: E402
 from faultproxy import FaultProxy  # noqa: E402
 from test_lifecycle_support import make_world  # noqa: E402
@@ -102,7 +103,7 @@ def run_one(n: int, poll: float, sample: int, idle_cycles: int, workdir: Path) -
             tid = f"{i:08d}-0000-0000-0000-000000000000/web/{i:08x}"
             cfg = driver_pb2.TaskConfig(id=tid, name="web", alloc_id=tid[:36], msgpack_driver_config=body)
             resp = plugin.driver.StartTask(driver_pb2.StartTaskRequest(task=cfg), timeout=120)
-            return tid, json.loads(resp.handle.driver_state)["task_arn"]
+            return tid, DriverState.decode(resp.handle.driver_state).task_arn
 
         t0 = time.monotonic()
         with ThreadPoolExecutor(8) as pool:
