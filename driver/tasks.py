@@ -562,8 +562,16 @@ class TaskManager:
         as owner, a hand-over claims the task, a former owner's restore re-attaches as a bystander."""
         if not info.task_id:
             raise DriverStateError("the task handle has no task id (handle.config.id)")
-        if info.task_id in self._tasks:
-            return self._tasks[info.task_id]
+        known = self._tasks.get(info.task_id)
+        if known is not None:
+            # A reattached agent restoring a task this process still tracks: the task may have been
+            # handed over meanwhile (a lost node's plugin lives on). Best effort; stops re-read anyway.
+            if known.running and not known.detached and known.owner is not False:
+                try:
+                    await self._settle_ownership(known)
+                except AwsError:
+                    pass
+            return known
         state = DriverState.decode(driver_state, cluster=self.ecs.target.cluster, region=self.ecs.target.region)
         info = TaskInfo(info.task_id, info.name or state.task_name, info.alloc_id or state.alloc_id,
                         info.job, info.group, info.stdout_path)

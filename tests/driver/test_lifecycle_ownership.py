@@ -133,6 +133,25 @@ def test_lost_node_then_the_returning_client_stops_normally_and_one_process_serv
     assert world.describe(arn)["lastStatus"] == "STOPPED"
 
 
+def test_reattached_agent_restores_a_task_its_plugin_still_tracks(world, config, plugin_host):
+    """A lost node whose agent died but whose plugin lived on (Nomad reattaches to it): the plugin still
+    tracks id1 as its owner when B takes the task over elsewhere; the restored agent's RecoverTask(id1)
+    and forced DestroyTask(id1) must not stop B's task."""
+    a = launch(plugin_host, config)
+    id1 = task_id(ALLOC_A)
+    handle = a.start_task(id1, ALLOC_A, TASK, body(world)).handle
+    arn = arn_of(handle)
+    b = launch(plugin_host, config)
+    id2 = recover(b, handle, new_id=task_id(ALLOC_B), new_alloc=ALLOC_B)
+    waiter_b = b.driver.WaitTask.future(wait_req(id2))
+
+    recover(a, handle)  # the same process, the same id: already tracked
+    attrs = inspect(a, id1).driver.attributes
+    destroy(a, id1)
+    assert_still_running_for(world, arn, waiter_b)
+    assert (attrs["owner"], attrs["owned_by"]) == ("false", id2)
+
+
 def test_owner_restart_keeps_ownership_and_its_stop_still_stops(world, config, plugin_host):
     """The owner's own agent restart (RecoverTask with its own id) stays the owner."""
     a = launch(plugin_host, config)
