@@ -344,10 +344,7 @@ def release_index(src: Source, product: str, version: str) -> dict:
         return _json(url, product)
     except NotFound:
         pass
-    try:
-        known = product_versions(src, product)
-    except EcsdemoError:
-        known = []
+    known = product_versions(src, product)     # no product index either: "no nomad releases at ..."
     near = ", ".join(nearest(known, version)) if known else "none listed"
     raise EcsdemoError(f"{product} {version} is not available from {src.url}; nearest available: {near}",
                        hint=f"pass one of them with --version (`ecsdemo install {product} --version V`)")
