@@ -255,6 +255,7 @@ class Watcher:
 
         def body() -> None:
             nonlocal index
+            asked = time.monotonic()
             try:
                 if what == "nodes":
                     out, new_index = api.wait_nodes(index, self.block_wait)
@@ -266,8 +267,12 @@ class Watcher:
                 self._stop.wait(1.0)
                 return
             self._set(**{what: out, f"{what}_error": None})
-            # Nomad's index can go backwards (a restarted server): start over instead of blocking forever
-            index = new_index if new_index > index else 0
+            if new_index < index:
+                index = 0   # the index went backwards (a restarted server): start over, never block forever
+            else:
+                if new_index == index and time.monotonic() - asked < 0.1:
+                    self._stop.wait(0.2)      # an answer at once with nothing new: do not spin
+                index = new_index
         return body
 
     def _follow_ecs(self) -> None:

@@ -8,6 +8,7 @@ import typer
 
 from ecsdemo.commands.common import StateDirOpt, WideOpt
 from ecsdemo.console import console
+from ecsdemo.errors import EcsdemoError
 
 
 def register(app: typer.Typer) -> None:
@@ -33,6 +34,9 @@ def register(app: typer.Typer) -> None:
         from ecsdemo.watch import Watcher
 
         cfg = lifecycle.load_config(state_dir)
+        if not once and not console.is_terminal:
+            raise EcsdemoError("`ecsdemo watch` needs a terminal (its output is not one)",
+                               hint="use `ecsdemo watch --once` to print one frame", exit_code=2)
         watcher = Watcher(cfg, ecs_interval=interval)
         if once:
             console.print(views.watch_view(watcher.refresh(), wide))

@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 import time
+import types
 
 import pytest
 from rich.console import Console
@@ -165,6 +166,39 @@ def test_once_with_nothing_running(tmp_path):
     assert "ECS: the local AWS endpoint is not answering" in proc.stdout
     assert "no Nomad agents recorded" in proc.stdout and "Traceback" not in proc.stderr
     assert max(len(line) for line in proc.stdout.splitlines()) <= 80
+
+
+def test_live_view_needs_a_terminal(tmp_path):
+    cfg = DemoConfig(state_dir=tmp_path / ".ecsdemo")
+    cfg.save()
+    proc = subprocess.run([sys.executable, "-m", "ecsdemo", "watch", "--state-dir", str(cfg.state_dir)],
+                          capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 2 and "needs a terminal" in proc.stderr and "--once" in proc.stderr
+
+
+def test_watcher_sees_nomad_come_up(tmp_path, ecs_demo, moto_server):
+    from tests.fakenomad import FakeNomad, Timings
+
+    port = local.free_port()
+    cfg = demo_config(tmp_path, types.SimpleNamespace(port=port), ecs_demo, moto_server)
+    with Watcher(cfg, block_wait=1, ecs_interval=0.2) as watcher:
+        first = watcher.frame()
+        assert "connection refused" in first.data["nomad_error"] and first.data["ecs_error"] is None
+        assert first.events == []                   # the first view's errors are shown, not news
+        text = render(views.watch_view(first), 80)
+        assert f"Nomad: cannot reach Nomad at http://127.0.0.1:{port}" in " ".join(text.split())
+        assert "no ECS tasks running in the cluster" in text
+        fake = FakeNomad(timings=Timings.fast(), port=port).start()
+        try:
+            fake.add_node("nomad-client-1")
+            frame = wait(lambda: (lambda f: f if f.data["nodes"] else None)(watcher.frame()),
+                         what="the watcher to see Nomad and its node")
+            assert frame.data["nomad_error"] is None and frame.data["allocations"] == []
+            assert [e.text for e in frame.events][0] == "Nomad answers again"
+            # the first answer names no node as "joined": what was there before Nomad answered is unknown
+            assert not any("joined" in e.text for e in frame.events[:1])
+        finally:
+            fake.stop()
 
 
 def test_no_demo_is_said_plainly(tmp_path):
