@@ -141,6 +141,10 @@ class GoHost:
     def kill(self, inst: str) -> dict:
         return self.answer(self._send(op="kill", inst=inst), "kill")
 
+    def crash(self, inst: str) -> None:
+        ans = self.answer(self._send(op="crash", inst=inst), "crash")
+        assert "error" not in ans, ans
+
     def close(self) -> None:
         if self.proc.poll() is None:
             self.proc.stdin.close()
@@ -164,10 +168,15 @@ def _configure(gh: GoHost, inst: str, config: dict) -> None:
 
 
 @pytest.mark.slow
-def test_go_plugin_host_stale_restore_after_a_drain_never_stops_the_replacements_task(gohost, world):  # noqa: F811
-    """Nomad's sequences through go-plugin: A starts and detaches (drain), B recovers the handle under a new
-    task id, then A's client restarts and restores its dead allocation: RecoverTask(old id, old handle) and
-    DestroyTask(old id, force). The ECS task must stay RUNNING, B's WaitTask open; B's own stop still stops it."""
+@pytest.mark.parametrize("how", ["drain", "lost-node"])
+def test_go_plugin_host_stale_restore_never_stops_the_replacements_task(gohost, world, how):  # noqa: F811
+    """Nomad's sequences through go-plugin, one plugin process per client start:
+    drain: A starts and detaches (StopTask DETACH, WaitTask, DestroyTask); B recovers the handle under a
+    new task id; A's client restarts and restores its dead allocation: RecoverTask(old id, old handle),
+    DestroyTask(old id, force) (task_runner.go Restore, Run).
+    lost-node: A's plugin is SIGKILLed; B recovers; A's client returns (Nomad 1.1-1.5: still "running"
+    locally): RecoverTask, WaitTask, then a normal StopTask and DestroyTask(force).
+    The ECS task must stay RUNNING and B's WaitTask open; B's own normal stop still stops it."""
     from driver.schema import TASK_CONFIG, to_proto
 
     config = {"enabled": True, "cluster": world.cluster, "region": world.aws.region, "endpoint": world.aws.url,
@@ -186,11 +195,14 @@ def test_go_plugin_host_stale_restore_after_a_drain_never_stops_the_replacements
                          driver_pb2.StartTaskResponse).handle
         (running,) = world.tasks("RUNNING")
         arn = running["taskArn"]
-        wait_a = gh.start("a", DRIVER + "WaitTask", driver_pb2.WaitTaskRequest(task_id=id1))
-        gh.call("a", DRIVER + "StopTask", driver_pb2.StopTaskRequest(task_id=id1, signal="DETACH"))
-        assert "error" not in gh.answer(wait_a, "done")
-        gh.call("a", DRIVER + "DestroyTask", driver_pb2.DestroyTaskRequest(task_id=id1, force=True))
-        gh.kill("a")
+        if how == "drain":
+            wait_a = gh.start("a", DRIVER + "WaitTask", driver_pb2.WaitTaskRequest(task_id=id1))
+            gh.call("a", DRIVER + "StopTask", driver_pb2.StopTaskRequest(task_id=id1, signal="DETACH"))
+            assert "error" not in gh.answer(wait_a, "done")
+            gh.call("a", DRIVER + "DestroyTask", driver_pb2.DestroyTaskRequest(task_id=id1, force=True))
+            gh.kill("a")
+        else:
+            gh.crash("a")
 
         # B: the replacement recovers the propagated handle under its new task id (remotetask_hook.go).
         _configure(gh, "b", config)
@@ -202,11 +214,16 @@ def test_go_plugin_host_stale_restore_after_a_drain_never_stops_the_replacements
         assert ins.driver.attributes["arn"] == arn and ins.task.state == driver_pb2.RUNNING
         wait_b = gh.start("b", DRIVER + "WaitTask", driver_pb2.WaitTaskRequest(task_id=id2))
 
-        # A': A's client restarts and restores its dead allocation (task_runner.go Restore, then Run).
+        # A': A's client restarts and restores its allocation with the handle it saved.
         _configure(gh, "a2", config)
         stale = driver_pb2.TaskHandle(version=handle.version, config=driver_pb2.TaskConfig(
             id=id1, name="http-server", alloc_id=alloc_a), driver_state=handle.driver_state)
         gh.call("a2", DRIVER + "RecoverTask", driver_pb2.RecoverTaskRequest(handle=stale), ok=False)
+        if how == "lost-node":
+            wait_a2 = gh.start("a2", DRIVER + "WaitTask", driver_pb2.WaitTaskRequest(task_id=id1))
+            time.sleep(0.6)
+            assert not gh.done(wait_a2), "the restored WaitTask ended while the ECS task runs (a false restart)"
+            gh.call("a2", DRIVER + "StopTask", driver_pb2.StopTaskRequest(task_id=id1, signal="SIGINT"), ok=False)
         gh.call("a2", DRIVER + "DestroyTask", driver_pb2.DestroyTaskRequest(task_id=id1, force=True), ok=False)
         time.sleep(1.0)  # several of B's poll cycles
         assert world.describe(arn)["lastStatus"] == "RUNNING", "the stale restore stopped the replacement's task"

@@ -19,6 +19,7 @@
 //	{"id":3,"op":"start","inst":"a","method":M,"request":HEX}  the same call in the background: answers
 //	                                                           {"step":"started"} now and {"step":"done",...} later
 //	{"id":4,"op":"kill","inst":"a"}                            go-plugin's Kill (Shutdown, then SIGKILL after 2 s)
+//	{"id":5,"op":"crash","inst":"a"}                           SIGKILL the plugin process (a node that dies)
 //
 // At end of input every instance is killed. Background calls still open then end with an error.
 package main
@@ -32,6 +33,7 @@ import (
 	"os/exec"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	hclog "github.com/hashicorp/go-hclog"
@@ -217,6 +219,18 @@ func interactive(path string) {
 				result["step"] = "done"
 				emit(cmd.ID, result)
 			}(cmd, inst)
+		case "crash":
+			result := map[string]interface{}{"step": "crash"}
+			if rc := inst.client.ReattachConfig(); rc != nil && rc.Pid > 0 {
+				if err := syscall.Kill(rc.Pid, syscall.SIGKILL); err != nil {
+					result["error"] = err.Error()
+				}
+			} else {
+				result["error"] = "no plugin pid"
+			}
+			inst.cancel()
+			delete(instances, cmd.Inst)
+			emit(cmd.ID, result)
 		case "kill":
 			result := inst.kill()
 			result["step"] = "kill"
