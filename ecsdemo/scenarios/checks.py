@@ -338,7 +338,8 @@ def check_restarted_in_place(before: dict, after: dict | None, task: str) -> Che
     elif not is_running(after):
         detail = f"restarted, but the allocation is {after.get('ClientStatus')}"
     else:
-        detail = f"allocation {short(after.get('ID'))} restarted its task on {after.get('NodeName') or short(after.get('NodeID'))} ({r0} -> {r1} restarts)"
+        where = after.get("NodeName") or short(after.get("NodeID"))
+        detail = f"allocation {short(after.get('ID'))} restarted its task on {where} ({r0} -> {r1} restarts)"
     return Check("task restarted by the group's restart policy", ok, detail,
                  {"alloc": before.get("ID"), "restarts": r0},
                  None if after is None else {"alloc": after.get("ID"), "restarts": r1})

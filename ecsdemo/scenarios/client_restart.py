@@ -54,10 +54,12 @@ def run_client_restart(env: ScenarioEnv, res: ScenarioResult) -> None:
             outcome = env.agents.restart(agent)
             env.note(res, f"{agent} {outcome} and started again")
         with env.step(res, f"Wait for {agent} to answer with its node ID"):
-            reported = wait_until(f"client agent {agent} did not answer on its HTTP port", lambda _: env.agents.node_id(agent),
-                                  lambda v: v is not None, env.options.timeout, lambda v: "", interval=env.options.poll_interval,
+            reported = wait_until(f"client agent {agent} did not answer on its HTTP port",
+                                  lambda _: env.agents.node_id(agent), lambda v: v is not None, env.options.timeout,
+                                  lambda v: "", interval=env.options.poll_interval,
                                   hint=f"see the log of {agent} in the state directory")
-            back = wait_node(env, node["ID"], "ready", f"node {label} is not ready", hint=f"see the log of {agent}")
+            back = (wait_node(env, node["ID"], "ready", f"node {label} is not ready", hint=f"see the log of {agent}")
+                    if reported == node["ID"] else get_node(env, node["ID"]))
         with env.step(res, f"Watch the ECS task for {env.options.settle:g}s while the client restores its allocations"):
             time.sleep(env.options.settle)
     after = env.nomad.allocation(base.alloc_id)
@@ -66,7 +68,8 @@ def run_client_restart(env: ScenarioEnv, res: ScenarioResult) -> None:
               f"{agent} reports node {short(reported)}, Nomad shows {checks.node_label(back)} {back.get('Status')}"
               if reported == node["ID"] else f"{agent} came back as node {reported}, not {node['ID']}",
               checks.node_summary(node), {"reported_id": reported, **(checks.node_summary(back) or {})})
-    res.add(checks.check_arn_unchanged(base.arn, env.arn_of(after) if after else None, "running allocation's task handle"))
+    res.add(checks.check_arn_unchanged(base.arn, env.arn_of(after) if after else None,
+                                       "running allocation's task handle"))
     never = checks.check_never_left_running(sampler.statuses, base.arn)
     never.name = "ECS task never left RUNNING while the client restarted"
     res.add(never)

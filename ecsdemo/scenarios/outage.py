@@ -78,7 +78,8 @@ def run_outage(env: ScenarioEnv, res: ScenarioResult) -> None:
     res.add(turned)
     res.add(checks.check_kept_running(base.alloc, left[0] if left else after, env.task, "through the outage"))
     res.check("no new allocation during the outage", not others,
-              "none" if not others else "new: " + ", ".join(f"{short(i)} {a.get('ClientStatus')}" for i, a in others.items()),
+              "none" if not others else "new: " + ", ".join(f"{short(i)} {a.get('ClientStatus')}"
+                                                            for i, a in others.items()),
               [base.alloc_id], [base.alloc_id, *others])
     res.add(checks.check_drivers_healthy(nodes))
     res.add(checks.check_arn_unchanged(base.arn, env.arn_of(after) if after else None, "allocation's task handle"))
