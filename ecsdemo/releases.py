@@ -568,6 +568,8 @@ def install(product: str, version: str | None = None, src: Source | None = None,
     found = _reuse(product, version)
     if found:
         return found
+    index = release_index(src, product, version)     # read-only: an unknown version writes nothing
+    build = pick_build(index, product, version, os_name, arch)
     final = install_dir(product, version)
     parent = final.parent
     with _lock(parent / f".{version}.lock", f"{product} {version}"):
@@ -576,8 +578,6 @@ def install(product: str, version: str | None = None, src: Source | None = None,
             return found
         for stale in parent.glob(f".{version}-*"):   # left by a killed install (we hold the lock)
             shutil.rmtree(stale, ignore_errors=True)
-        index = release_index(src, product, version)
-        build = pick_build(index, product, version, os_name, arch)
         work = Path(tempfile.mkdtemp(prefix=f".{version}-", dir=parent))
         try:
             url = _download_verified(src, product, version, index, build, work, on_bytes)

@@ -244,7 +244,7 @@ def test_bad_input(tree, keys, cache, tmp_path):
     assert res.returncode == 1 and "is not an OpenPGP public key" in res.stderr
     res = ecsdemo("install", "nomad", url=(tmp_path / "nothing").as_uri(), key=keys["file"], cache=cache)
     assert res.returncode == 1 and "no nomad releases at" in res.stderr
-    assert installed(cache) == []
+    assert not cache.exists()         # not even a lock file for a release that is not there
 
 
 # --- pieces: platform, versions, keys ------------------------------------------------------------------
