@@ -30,6 +30,7 @@ from ecsdemo.errors import EcsdemoError
 
 SHORT = 8                       # Nomad's CLI shows 8-character IDs
 TERMINAL = ("complete", "failed", "lost")
+KEEP_STOPPED_S = 60.0           # how long a stopped ECS task no allocation names stays in the view
 
 
 def short(ident: str | None) -> str:
@@ -173,7 +174,7 @@ class Watcher:
         self._allocs_error: str | None = None
         self._tasks: list[dict] | None = None
         self._ecs_error: str | None = None
-        self._seen_arns: dict[str, None] = {}
+        self._seen_arns: dict[str, float | None] = {}   # ARN -> when first seen STOPPED (None: not yet)
         self._view: dict | None = None
 
     # --- reading the sources -------------------------------------------------------------------------
@@ -191,7 +192,11 @@ class Watcher:
         from ecsdemo.nomad import task_arn
 
         with self._cond:
-            known = [*self._seen_arns, *(task_arn(a, TASK_NAME) for a in allocs or [])]
+            # a task seen stopping is described until KEEP_STOPPED_S after it stopped (so its STOPPED shows),
+            # unless an allocation still names it
+            now = self.clock()
+            known = [arn for arn, stopped in self._seen_arns.items() if stopped is None or now - stopped < KEEP_STOPPED_S]
+            known += [task_arn(a, TASK_NAME) for a in allocs or []]
         try:
             if self._ecs_client is None:
                 from ecsdemo import aws
@@ -207,7 +212,9 @@ class Watcher:
             for name, value in fields.items():
                 setattr(self, f"_{name}", value)
             for t in self._tasks or []:
-                self._seen_arns.setdefault(t.get("taskArn"), None)
+                arn = t.get("taskArn")
+                if self._seen_arns.get(arn) is None:
+                    self._seen_arns[arn] = self.clock() if t.get("lastStatus") == "STOPPED" else None
             data = dict(self.base)
             data.update(status.nomad_part(self._nodes, self._allocs, self._nodes_error or self._allocs_error))
             data.update(status.ecs_part(self._tasks, self._ecs_error, data["allocations"]))

@@ -114,6 +114,20 @@ def test_drain_frames_at_80_and_120_columns(drained):
     assert arn in wide and new["ID"] in wide and old["ID"] in wide
 
 
+def test_stopping_the_job_is_no_detach(drained):
+    watcher, old, new, arn = drained
+    tid = task_id(arn)
+    NomadClient(watcher.cfg.server_address, timeout=5).stop_job(JOB_ID)
+    frame = wait(lambda: (lambda f: f if any(e.text.endswith("-> STOPPED") for e in f.events) else None)(
+        watcher.frame()), what="the watcher to see the ECS task STOPPED")
+    texts = [e.text for e in frame.events]
+    assert any(t.startswith(f"ECS task {tid[:8]} ") and t.endswith("-> STOPPED") for t in texts)
+    assert any(t.startswith(f"alloc {new['ID'][:8]} run/running -> stop/") for t in texts)
+    assert sum("detached" in t for t in texts) == 1                 # only the drain's
+    stopped = row(render(views.watch_view(frame), 80), tid)
+    assert "STOPPED" in stopped and "ORPHAN" not in stopped
+
+
 def test_status_layout_is_the_watch_layout(drained):
     watcher, old, new, arn = drained
     from ecsdemo import status
