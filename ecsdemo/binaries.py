@@ -99,8 +99,8 @@ def binary_version(product: str, path: str) -> tuple[tuple[int, int, int] | None
 
 
 def _judge(product: str, cand: Candidate) -> Candidate:
-    where = f"{cand.path}" + (" (ECSDEMO_NOMAD_BIN)" if cand.source == "env" and product == "nomad" else
-                              " (ECSDEMO_TERRAFORM)" if cand.source == "env" else "")
+    """Set `cand.version`, and `cand.problem` when it cannot be used."""
+    where = f"{cand.path} ({releases.BIN_ENV[product]})" if cand.source == "env" else cand.path
     if not (os.path.isfile(cand.path) and os.access(cand.path, os.X_OK)):
         cand.problem = f"{releases.BIN_ENV[product]}={cand.path} is not an executable file"
         return cand

@@ -1,8 +1,10 @@
 """`ecsdemo doctor`: the prerequisites of `up`, checked up front and returned as data.
 
-Each check is a `Check` (name, ok, detail, hint, blocking). `run_checks` never raises for a failed
-prerequisite: it reports it, with a hint saying how to fix it. `up` refuses to start when a blocking check
-fails. Ports held by agents that ecsdemo itself started (a re-run of `up`) count as fine.
+Each check is a `Check` (name, ok, detail, hint, blocking; for nomad and terraform also the source, version
+and path of the binary, as ecsdemo.binaries finds it: env variable, PATH, ecsdemo's cache). `run_checks`
+never raises for a failed prerequisite: it reports it, with a hint saying how to fix it. `up` refuses to
+start when a blocking check fails. A missing nomad/terraform does not block when `up` will install it.
+Ports held by agents that ecsdemo itself started (a re-run of `up`) count as fine.
 """
 
 from __future__ import annotations
@@ -52,7 +54,7 @@ def nomad_binary() -> str | None:
 
 
 # --- the checks ------------------------------------------------------------------------------------
-def _binary_check(product: str, auto_install: bool) -> tuple[Check, object]:
+def _binary_check(product: str, auto_install: bool) -> Check:
     """The check for `product`'s binary: where it comes from (env, PATH, ecsdemo cache) and its version."""
     from ecsdemo import binaries, releases
 
@@ -62,22 +64,22 @@ def _binary_check(product: str, auto_install: bool) -> tuple[Check, object]:
         c = found.chosen
         skipped = f"; skipped {found.skipped[0].problem}" if found.skipped else ""
         return Check(name, True, f"{binaries.label(product)} {c.version_text} at {c.path}{skipped}",
-                     source=c.source, version=c.version_text, path=c.path), found
+                     source=c.source, version=c.version_text, path=c.path)
     var = releases.BIN_ENV[product]
     bad = found.skipped[0] if found.skipped else None
     extra = dict(source=bad.source, version=bad.version_text, path=bad.path) if bad else {}
     if found.env_set:
         return Check(name, False, found.why_not(), **extra,
-                     hint=f"point {var} at a usable {product}, or unset it and run `ecsdemo install {product}`"), found
+                     hint=f"point {var} at a usable {product}, or unset it and run `ecsdemo install {product}`")
     what = "Nomad 1.9.7" if product == "nomad" else "the newest Terraform 1.x"
     detail = found.why_not() + (f"; `ecsdemo up` will install {what} into its cache" if auto_install else "")
     return Check(name, False, detail, blocking=not auto_install, **extra,
                  hint=f"run `ecsdemo install {product}` ({what} into ecsdemo's cache), or put a usable "
-                      f"{product} on PATH or set {var}"), found
+                      f"{product} on PATH or set {var}")
 
 
 def check_nomad(auto_install: bool = True) -> Check:
-    return _binary_check("nomad", auto_install)[0]
+    return _binary_check("nomad", auto_install)
 
 
 def terraform_mirror(cfg: DemoConfig) -> Path | None:
@@ -98,8 +100,7 @@ def _reachable(host: str, port: int, timeout: float = 3.0) -> bool:
 
 
 def check_terraform(cfg: DemoConfig, auto_install: bool = True) -> list[Check]:
-    check, found = _binary_check("terraform", auto_install)
-    checks = [check]
+    checks = [_binary_check("terraform", auto_install)]
     mirror = terraform_mirror(cfg)
     if mirror is not None:
         if _mirror_has_aws(mirror):

@@ -321,8 +321,10 @@ def product_versions(src: Source, product: str) -> list[str]:
     except NotFound:
         raise EcsdemoError(f"no {product} releases at {src.url} ({url} not found)",
                            hint="--releases-url must name a mirror laid out like releases.hashicorp.com") from None
+    if isinstance(versions, list) and all(isinstance(v, str) for v in versions):
+        return versions
     if not isinstance(versions, dict):
-        raise EcsdemoError(f"{url} has no `versions` object")
+        raise EcsdemoError(f"{url} has no `versions` object", hint="is --releases-url a mirror of releases.hashicorp.com?")
     return list(versions)
 
 
@@ -629,7 +631,9 @@ def _download_verified(src: Source, product: str, version: str, index: dict, bui
         raise EcsdemoError(f"{build['filename']} is missing ({url} not found)", hint="the mirror is incomplete; nothing was installed") from None
     got = _sha256(work / "download.zip")
     if got != expected:
-        raise EcsdemoError(f"checksum mismatch for {build['filename']}: SHA-256 {got[:16]}..., "
+        incomplete = "" if zipfile.is_zipfile(work / "download.zip") else \
+            f" (an incomplete zip of {(work / 'download.zip').stat().st_size} bytes: a truncated download?)"
+        raise EcsdemoError(f"checksum mismatch for {build['filename']}{incomplete}: SHA-256 {got[:16]}..., "
                            f"{sums_name} says {expected[:16]}...",
                            hint="the download is damaged or was tampered with; nothing was installed")
     return url
