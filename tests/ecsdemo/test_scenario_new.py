@@ -266,6 +266,8 @@ def test_all_in_the_new_order_through_the_real_plugin(outage_demo):
     assert report.ok, failures(report)
     assert [r.name for r in report.results] == list(runner.ALL_ORDER) == [
         "drain", "undrain", "lost-node", "client-restart", "task-exit", "outage", "update", "stop"]
+    doc = report.to_json()
+    assert doc["ok"] and doc["exit_code"] == 0 and all(r["status"] == "passed" for r in doc["results"])
     # client-restart followed lost-node: it restarted the client that lost its allocation
     lost = checks_of(report, "lost-node")["old allocation lost"].after
     restarted = checks_of(report, "client-restart")["client back with the same node ID"].after
