@@ -256,13 +256,20 @@ def reschedule_eligible(cl: Cluster, alloc: dict, at: int) -> bool:
     return _attempted(cl, alloc, policy, at) < policy["Attempts"]
 
 
+def last_reschedule_failed(cl: Cluster, alloc: dict) -> bool:
+    """Allocation.LastRescheduleFailed (1.9+): its last reschedule found no node ("no placement")."""
+    return cl.vt >= (1, 9, 0) and (alloc.get("RescheduleTracker") or {}).get("LastReschedule") == "no placement"
+
+
 def next_reschedule_time(cl: Cluster, alloc: dict) -> tuple[int, bool]:
     """Allocation.NextRescheduleTime: (when, eligible). Only failed (or lost) allocations still desired
-    running qualify; the time is the failure time plus NextDelay (scaled for the simulation)."""
+    running qualify (1.9+: or stopped by a reschedule that found no node); the time is the failure time
+    plus NextDelay (scaled for the simulation)."""
     policy = _policy(alloc)
     if policy is None or (policy["Attempts"] == 0 and not policy.get("Unlimited")):
         return 0, False
-    if alloc["DesiredStatus"] == "stop" or alloc["ClientStatus"] not in ("failed", "lost"):
+    if ((alloc["DesiredStatus"] == "stop" and not last_reschedule_failed(cl, alloc))
+            or alloc["ClientStatus"] not in ("failed", "lost")):
         return 0, False
     fail_time = _last_event_time(alloc)
     delay = next_delay(cl, alloc)
@@ -351,7 +358,10 @@ def reconcile(cl: Cluster, ev: dict) -> None:
         gname = group["Name"]
         driver = group["Tasks"][0]["Driver"] if group["Tasks"] else ""
         dep = cl.latest_deployment(job["ID"])
-        live = [a for a in allocs if a["TaskGroup"] == gname and a["DesiredStatus"] == "run"]
+        # 1.9+ (reconcile_util.go shouldFilter): a failed alloc whose reschedule found no node is stopped
+        # but still rescheduled later, with its tracker; before 1.9 its name is simply placed afresh
+        live = [a for a in allocs if a["TaskGroup"] == gname
+                and (a["DesiredStatus"] == "run" or last_reschedule_failed(cl, a) and not a["NextAllocation"])]
         # filterByTainted: lost (node down or gone) and migrating allocs are stopped and replaced at once
         replace: list[tuple[dict, bool]] = []      # (previous alloc, lost)
         untainted: list[dict] = []
@@ -385,7 +395,7 @@ def reconcile(cl: Cluster, ev: dict) -> None:
         # computeUpdates: a new job version is applied in place unless tasksUpdated says destructive
         destructive, inplace = [], []
         for a in untainted:
-            if a["Job"]["Version"] == job["Version"]:
+            if a["Job"]["Version"] == job["Version"] or a["DesiredStatus"] != "run":
                 continue
             (destructive if tasks_updated(a["Job"], job, gname) else inplace).append(a)
         # computeStop: more allocs than Count
@@ -444,10 +454,14 @@ def reconcile(cl: Cluster, ev: dict) -> None:
                 continue
             _place(cl, job, group, prev["Name"], ev, index, node, metric, prev=prev, prev_lost=lost)
         for prev in reschedule_now:
-            _stop(cl, prev, index, RESCHEDULED)  # reconcile.go markStop(rescheduleNow), placed or not
+            if prev["DesiredStatus"] == "run":
+                _stop(cl, prev, index, RESCHEDULED)  # reconcile.go markStop(rescheduleNow), placed or not
             node = pick(prev)
             if node is None:
                 no_node()
+                if cl.vt >= (1, 9, 0):  # generic_sched.go annotateRescheduleTracker
+                    prev["RescheduleTracker"] = dict(prev.get("RescheduleTracker") or {"Events": None},
+                                                     LastReschedule="no placement")
                 continue
             _place(cl, job, group, prev["Name"], ev, index, node, metric, prev=prev, reschedule=True)
         for name in fresh:

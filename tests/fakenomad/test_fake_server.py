@@ -300,3 +300,30 @@ def test_returning_lost_node_keeps_its_alloc_lost_and_accepts_a_1_5_running_upda
         assert "DesiredTransition" not in old  # Migrate never set for a lost alloc
         time.sleep(0.3)
         assert [a["ID"] for a in live(client)] == [a2]  # and the scheduler places nothing new
+
+
+@pytest.mark.parametrize("server", ["1.6.5", "1.9.7"], indirect=True)
+def test_reschedule_with_no_node_stops_the_alloc_and_1_9_retries_it_later(server):
+    fake, client = server
+    n1 = add_node(fake, "nomad-client-1")
+    register(client, job_hcl())
+    a1 = running_healthy(fake, client, "arn:task/1")
+    fake.wait_for(lambda c: c.latest_deployment(JOB)["Status"] == "successful")
+    client.set_eligibility(n1, False)
+    report_failed(fake, a1)
+    fake.wait_for(lambda c: c.allocs[a1]["DesiredStatus"] == "stop", message="reschedule attempted")
+    old = client.allocation(a1)
+    assert old["DesiredDescription"] == "alloc was rescheduled because it failed" and "NextAllocation" not in old
+    blocked = [e for e in client.job_evaluations(JOB) if e["Status"] == "blocked"]
+    assert len(blocked) == 1 and blocked[0]["TriggeredBy"] == "queued-allocs"
+    if fake.cluster.vt >= (1, 9, 0):
+        assert old["RescheduleTracker"]["LastReschedule"] == "no placement"
+    client.set_eligibility(n1, True)
+    a2 = wait_alloc(fake, lambda a: a["ID"] != a1, "placement once the node is eligible")
+    new = client.allocation(a2)
+    if fake.cluster.vt >= (1, 9, 0):  # the failed reschedule is retried: a chained replacement
+        assert new["PreviousAllocation"] == a1 and new["RescheduleTracker"]["Events"][0]["PrevAllocID"] == a1
+        assert client.allocation(a1)["RescheduleTracker"]["LastReschedule"] == "ok"
+    else:  # before 1.9 the name is simply placed again: no chain, no tracker
+        assert "PreviousAllocation" not in new and "RescheduleTracker" not in new
+    assert "TaskStates" not in new
