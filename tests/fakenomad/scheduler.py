@@ -417,7 +417,8 @@ def reconcile(cl: Cluster, ev: dict) -> None:
             a["Job"] = copy.deepcopy(job)
             if dep and dep["Status"] == "running" and a["DeploymentID"] != dep["ID"]:
                 a["DeploymentID"], a["DeploymentStatus"] = dep["ID"], None
-                a["_running_since"] = time.monotonic() if a["ClientStatus"] == "running" else None
+                if a["ClientStatus"] == "running":  # the client's health watcher starts over for the new deployment
+                    a["_running_since"] = time.monotonic()
                 dep["TaskGroups"][gname]["PlacedAllocs"] += 1
             cl.stamp(a, index, "allocs")
         nodes, metric = feasible_nodes(cl, driver)
