@@ -10,8 +10,8 @@ Nothing is installed before it is verified, in this order: the signature of the 
 release key (HashiCorp's, shipped in `ecsdemo/data/`, or the mirror's own from `--releases-key`), the zip's
 SHA-256 against its line, the one binary unzipped and marked executable, `<binary> version` reporting the
 version asked for. Only then is it moved into `<cache>/bin/<product>/<version>/` with one rename. A lock
-file serialises installs of one version; everything is written in a temporary directory next to the
-target, removed on any failure or Ctrl-C. There is no way to skip a check.
+file (`<cache>/locks/<product>-<version>.lock`) serialises installs of one version; everything is written
+in a temporary directory next to the target, removed on any failure or Ctrl-C. There is no way to skip a check.
 
 OpenPGP is pysequoia (Sequoia's Rust implementation, shipped as a wheel, no system gpg). Sequoia judges a
 signature by the key as it was when the signature was made, so a signature made while the key was valid
@@ -574,12 +574,13 @@ def install(product: str, version: str | None = None, src: Source | None = None,
     build = pick_build(index, product, version, os_name, arch)
     final = install_dir(product, version)
     parent = final.parent
-    with _lock(parent / f".{version}.lock", f"{product} {version}"):
+    with _lock(cache_dir() / "locks" / f"{product}-{version}.lock", f"{product} {version}"):
         found = _reuse(product, version)     # another ecsdemo may have installed it while we waited
         if found:
             return found
         for stale in parent.glob(f".{version}-*"):   # left by a killed install (we hold the lock)
             shutil.rmtree(stale, ignore_errors=True)
+        parent.mkdir(parents=True, exist_ok=True)
         work = Path(tempfile.mkdtemp(prefix=f".{version}-", dir=parent))
         try:
             url = _download_verified(src, product, version, index, build, work, on_bytes)

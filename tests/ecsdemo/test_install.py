@@ -85,9 +85,9 @@ def ecsdemo(*args: str, url: str, key: Path | None, cache: Path, extra_env: dict
 
 
 def installed(cache: Path) -> list[str]:
-    """What is in the cache: version directories and anything else that is not a lock file."""
+    """What is in the cache's nomad directory: installed versions, and anything half-written."""
     root = cache / "bin" / "nomad"
-    return sorted(p.name for p in root.iterdir() if not p.name.endswith(".lock")) if root.is_dir() else []
+    return sorted(p.name for p in root.iterdir()) if root.is_dir() else []
 
 
 PLATFORM = "_".join(releases.platform_os_arch())
