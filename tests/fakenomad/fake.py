@@ -22,6 +22,7 @@ import threading
 import time
 import uuid
 
+from ecsdemo.local import free_port
 from tests.fakenomad.client import SimClient, driver_info
 from tests.fakenomad.model import Cluster, Timings
 from tests.fakenomad.scheduler import ServerLoop
@@ -92,9 +93,7 @@ class FakeNomad:
         node_id = node_id or str(uuid.uuid4())
         port = 0
         if agent_port is not None:
-            agent = HttpServer(self, AgentHandler, agent_port, node_id=node_id)
-            self._agents[node_id] = agent
-            port = agent.port
+            port = agent_port or free_port()
             self._agent_ports[node_id] = port
         runtime = runtime or self.runtime
         pinned = None
@@ -104,7 +103,12 @@ class FakeNomad:
                            on_death=lambda: self._close_agent(node_id), data_dir=data_dir)
         self.clients[node_id] = client
         client.start()
+        self._open_agent(node_id)   # Nomad's agent serves HTTP once its client is set up (plugins fingerprinted)
         return node_id
+
+    def _open_agent(self, node_id: str) -> None:
+        if node_id in self._agent_ports and node_id not in self._agents:
+            self._agents[node_id] = HttpServer(self, AgentHandler, self._agent_ports[node_id], node_id=node_id)
 
     def client_address(self, node_id: str) -> str:
         return f"http://127.0.0.1:{self._agent_ports[node_id]}"
@@ -119,14 +123,13 @@ class FakeNomad:
         allocation of its local state. `pid`/`runtime`/`data_dir` rebind it (the stand-in agent's new process)."""
         client = self.clients[node_id]
         client.kill()
-        if node_id in self._agent_ports and node_id not in self._agents:
-            self._agents[node_id] = HttpServer(self, AgentHandler, self._agent_ports[node_id], node_id=node_id)
         client.pid = pid
         if runtime is not None:
             client.runtime = runtime
         if data_dir is not None:
             client.set_data_dir(data_dir)
         client.start()
+        self._open_agent(node_id)
 
     def set_driver_health(self, node_id: str, healthy: bool | None, description: str | None = None,
                           detected: bool = True) -> None:

@@ -13,6 +13,7 @@ import threading
 
 import pytest
 
+from tests.ecsdemo.test_scenario_flows import module_aws  # noqa: F401 - module-scoped ECS resources
 from tests.fakenomad import FakeNomad, PluginRuntime, Timings
 from tests.fakenomad.ecs_setup import create_demo_ecs
 
@@ -42,6 +43,23 @@ def add_nodes(fake: FakeNomad, names: list[str], **kw) -> list[str]:
     out = [ids[n] for n in names]
     fake.wait_for(lambda c: all(c.nodes[n]["Status"] == "ready" for n in out), message="nodes ready")
     return out
+
+
+@pytest.fixture(name="aws")
+def shared_aws(module_aws):
+    """Import as `from tests.fakenomad.fixtures import shared_aws, shared_ecs_demo` to override `aws` and
+    `ecs_demo` in a module: the demo's ECS resources are made once per module (moto's EC2 is slow) and each
+    test starts with no running task instead of a wiped moto."""
+    helper, ecs = module_aws
+    client = helper.client("ecs")
+    for arn in client.list_tasks(cluster=ecs.cluster, desiredStatus="RUNNING")["taskArns"]:
+        client.stop_task(cluster=ecs.cluster, task=arn, reason="test cleanup")
+    return helper
+
+
+@pytest.fixture(name="ecs_demo")
+def shared_ecs_demo(aws, module_aws):
+    return module_aws[1]
 
 
 @pytest.fixture

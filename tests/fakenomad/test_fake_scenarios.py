@@ -9,6 +9,7 @@ import sys
 import requests
 
 from tests.fakenomad import FakeNomad, PluginRuntime, Timings
+from tests.fakenomad.fixtures import module_aws, shared_aws, shared_ecs_demo  # noqa: F401 - one ECS setup per module
 
 JOB = "nomad-ecs-demo"
 TASK = "http-server"
