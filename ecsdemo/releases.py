@@ -157,11 +157,11 @@ def source(url: str | None = None, key_file: str | Path | None = None) -> Source
     key_file = key_file or os.environ.get(KEY_ENV) or None
     if key_file:
         path = Path(key_file).expanduser()
-        return Source(url, load_keys([path], str(path)), f"the key in {path}")
-    return Source(url, load_keys(list(DEFAULT_KEY_FILES), "HashiCorp's release key"), "HashiCorp's release key")
+        return Source(url, load_keys([path]), f"the key in {path}")
+    return Source(url, load_keys(list(DEFAULT_KEY_FILES)), "HashiCorp's release key")
 
 
-def load_keys(paths: list[Path], name: str) -> list:
+def load_keys(paths: list[Path]) -> list:
     """The OpenPGP certificates in `paths` (armored or binary); copies of one key are merged."""
     import pysequoia
 
@@ -236,7 +236,9 @@ def fetch(url: str, product: str, dest: Path | None = None, on_bytes: OnBytes | 
         if resp.status_code != 200:
             raise EcsdemoError(f"the release server answered HTTP {resp.status_code} for {url}",
                                hint="try again later, or use a mirror with --releases-url")
-        total = _int(resp.headers.get("Content-Length"))
+        # with a content encoding, Content-Length counts encoded bytes: no length check then (SHA-256 still is)
+        encoded = resp.headers.get("Content-Encoding", "identity").lower() not in ("", "identity")
+        total = None if encoded else _int(resp.headers.get("Content-Length"))
         chunks = resp.iter_content(chunk_size=1 << 16)
         try:
             return _copy(chunks, dest, on_bytes, name, total, url)
@@ -536,7 +538,7 @@ def _extract(zip_path: Path, product: str, out: Path, filename: str) -> Path:
     name = exe_name(product)
     try:
         with zipfile.ZipFile(zip_path) as z:
-            member = next((m for m in z.infolist() if m.filename == name and not m.is_dir()), None)
+            member = next((m for m in z.infolist() if m.filename.removeprefix("./") == name and not m.is_dir()), None)
             if member is None:
                 raise EcsdemoError(f"{filename} has no `{name}` binary (it holds: "
                                    f"{', '.join(m.filename for m in z.infolist()[:5]) or 'nothing'})",

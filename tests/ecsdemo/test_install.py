@@ -315,7 +315,7 @@ def test_a_key_renewed_later_still_verifies_older_signatures_with_its_history(tm
         releases.verify_signature(data, sig, _source(newest_only), "SUMS")
     (tmp_path / "new.asc").write_text(str(newest_only))
     (tmp_path / "old.asc").write_text(str(old))
-    merged = releases.load_keys([tmp_path / "new.asc", tmp_path / "old.asc"], "test")
+    merged = releases.load_keys([tmp_path / "new.asc", tmp_path / "old.asc"])
     assert len(merged) == 1
     assert releases.verify_signature(data, sig, _source(*merged), "SUMS") == old.fingerprint
 
