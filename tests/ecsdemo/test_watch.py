@@ -61,7 +61,7 @@ def row(text: str, start: str) -> str:
 
 @pytest.fixture
 def drained(tmp_path, nomad_cluster, ecs_demo, moto_server):  # noqa: F811
-    """The demo job drained from its node while a Watcher follows: (watcher, old alloc, new alloc, ARN)."""
+    """The demo job drained from its node while a Watcher follows: (watcher, old alloc, new alloc, ARN, fake)."""
     cfg = demo_config(tmp_path, nomad_cluster, ecs_demo, moto_server)
     api, old = run_job(nomad_cluster, ecs_demo)
     arn = task_arn(old, TASK_NAME)
@@ -77,13 +77,17 @@ def drained(tmp_path, nomad_cluster, ecs_demo, moto_server):  # noqa: F811
                 return new if {"placed", "detached", "recovered"} <= kinds else None
             return None
         new = wait(settled, what="the replacement running with the same task, seen by the watcher")
-        yield watcher, old, new, arn
+        yield watcher, old, new, arn, nomad_cluster
     finally:
         watcher.close()
 
 
 def test_drain_frames_at_80_and_120_columns(drained):
-    watcher, old, new, arn = drained
+    watcher, old, new, arn, fake = drained
+    # the watcher followed Nomad with blocking queries (an index from the previous answer)
+    for path in ("/v1/nodes", f"/v1/job/{JOB_ID}/allocations"):
+        indexes = [r.query.get("index") for r in fake.requests_to("GET", path)]
+        assert any(i not in (None, "0", ["0"]) for i in indexes), (path, indexes)
     frame = watcher.frame()
     tid = task_id(arn)
 
@@ -115,7 +119,7 @@ def test_drain_frames_at_80_and_120_columns(drained):
 
 
 def test_stopping_the_job_is_no_detach(drained):
-    watcher, old, new, arn = drained
+    watcher, old, new, arn, _ = drained
     tid = task_id(arn)
     NomadClient(watcher.cfg.server_address, timeout=5).stop_job(JOB_ID)
     frame = wait(lambda: (lambda f: f if any(e.text.endswith("-> STOPPED") for e in f.events) else None)(
@@ -129,7 +133,7 @@ def test_stopping_the_job_is_no_detach(drained):
 
 
 def test_status_layout_is_the_watch_layout(drained):
-    watcher, old, new, arn = drained
+    watcher, old, new, arn, _ = drained
     from ecsdemo import status
 
     data = status.collect(watcher.cfg)
