@@ -227,7 +227,7 @@ def test_read_and_follow_logs(nomad_cluster, ecs_demo):
     client, _ = _run_job(nomad_cluster, ecs_demo)
     alloc = live_allocation(client.job_allocations(JOB))
     text = client.read_logs(alloc["ID"], TASK)
-    assert "started ECS task arn:aws:ecs:" in text
+    assert "client is remotely monitoring ECS task: arn:aws:ecs:" in text     # the plugin's own stdout
     assert client.read_logs(alloc["ID"], TASK, origin="end", offset=5) == text[-5:]
     with pytest.raises(NomadAPIError) as info:
         client.read_logs(alloc["ID"], "nope")
@@ -239,6 +239,6 @@ def test_read_and_follow_logs(nomad_cluster, ecs_demo):
     for piece in client.follow_logs(alloc["ID"], TASK, idle_timeout=10):
         received.append(piece)
     joined = "".join(received)
-    assert joined.startswith(text[:40]) and "stopped ECS task" in joined
+    assert joined.startswith(text[:40]) and "Nomad asked to stop ECS task" in joined
     req = nomad_cluster.requests_to("GET", f"/v1/client/fs/logs/{alloc['ID']}")[-1]
     assert req.query["follow"] == "true" and req.query["plain"] == "false"
