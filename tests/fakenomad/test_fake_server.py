@@ -327,3 +327,29 @@ def test_reschedule_with_no_node_stops_the_alloc_and_1_9_retries_it_later(server
     else:  # before 1.9 the name is simply placed again: no chain, no tracker
         assert "PreviousAllocation" not in new and "RescheduleTracker" not in new
     assert "TaskStates" not in new
+
+
+@pytest.mark.slow
+def test_ecs_task_ending_on_its_own_is_rescheduled_through_the_real_client_and_plugin(nomad_cluster, ecs_demo, aws):
+    """The whole chain: the plugin's WaitTask returns, the client's restart policy (attempts 0, mode fail)
+    fails the alloc, the server reschedules it after the group's 5 s delay (scaled) to the other node, where a
+    new ECS task starts (no handle handed over)."""
+    fake = nomad_cluster
+    client = NomadClient(fake.address, timeout=5)
+    client.register_job(client.parse_job(ecs_demo.job_hcl()))
+    a1 = fake.wait_for(lambda c: next((a["ID"] for a in c.allocs.values()
+                                       if (a.get("DeploymentStatus") or {}).get("Healthy")), None),
+                       timeout=30, message="a healthy alloc")
+    arn = task_arn(client.allocation(a1), TASK)
+    ecs = aws.client("ecs")
+    ecs.stop_task(cluster=ecs_demo.cluster, task=arn, reason="stopped from the console")
+    a2 = fake.wait_for(lambda c: c.allocs[a1]["NextAllocation"], timeout=30, message="rescheduled")
+    fake.wait_for(lambda c: c.allocs[a2]["ClientStatus"] == "running", timeout=30, message="replacement running")
+    old, new = client.allocation(a1), client.allocation(a2)
+    assert (old["ClientStatus"], old["DesiredDescription"]) == ("failed", "alloc was rescheduled because it failed")
+    assert [e["Type"] for e in old["TaskStates"][TASK]["Events"]][-2:] == ["Terminated", "Not Restarting"]
+    assert new["NodeID"] != old["NodeID"] and new["RescheduleTracker"]["Events"][0]["PrevAllocID"] == a1
+    new_arn = task_arn(new, TASK)
+    assert new_arn and new_arn != arn
+    tasks = {t["taskArn"]: t for t in ecs.describe_tasks(cluster=ecs_demo.cluster, tasks=[arn, new_arn])["tasks"]}
+    assert tasks[arn]["lastStatus"] == "STOPPED" and tasks[new_arn]["lastStatus"] == "RUNNING"
