@@ -25,7 +25,7 @@ LAUNCH_TYPES = ("FARGATE", "EC2", "EXTERNAL")
 PUBLIC_IP = ("ENABLED", "DISABLED")
 PROPAGATE_TAGS = ("TASK_DEFINITION", "SERVICE", "NONE")
 NOMAD_TAG_PREFIX = "nomad:"
-MAX_USER_TAGS = 44  # ECS allows 50 tags per resource; up to six are ours (four at RunTask, two for ownership)
+MAX_USER_TAGS = 43  # ECS allows 50 tags per resource; up to seven are ours (driver.tasks' ownership tags too)
 _TAG_KEY_MAX, _TAG_VALUE_MAX = 128, 256
 _TASK_DEF_RE = re.compile(r"^[A-Za-z0-9_:/.\-]{1,1600}$")
 
@@ -225,7 +225,7 @@ def _tags(value: Any, path: str) -> dict[str, str]:
     if not isinstance(value, dict):
         raise TaskConfigError(path, f"must be a map of strings, got {_type_name(value)}")
     if len(value) > MAX_USER_TAGS:
-        raise TaskConfigError(path, f"at most {MAX_USER_TAGS} tags (ECS allows 50; the driver adds up to 6)")
+        raise TaskConfigError(path, f"at most {MAX_USER_TAGS} tags (ECS allows 50; the driver adds up to 7)")
     out: dict[str, str] = {}
     for k, v in value.items():
         if not isinstance(k, str) or not k.strip():

@@ -12,12 +12,14 @@ all. Remote-task semantics (contract section G):
 The ownership rule. The ECS task's `nomad:owner` tag names the Nomad task id allowed to stop it: the one
 that started it (RunTask tags), then each allocation that recovered it through a hand-over (RecoverTask
 under a task id that is neither the owner nor a former owner). The ids it was taken from are kept, as
-12-hex digests, in `nomad:former_owners`. A RecoverTask by a former owner (a restarted client restoring
-its drained or lost allocation) is accepted as a *bystander*: monitored (WaitTask ends only when the ECS
-task really ends), but StopTask and DestroyTask of it only detach. Before any ECS StopTask the tag is
+12-hex digests, in `nomad:former_owners`; `nomad:owner_since` says when the owner claimed it. A
+RecoverTask by a former owner (a restarted client restoring its drained or lost allocation) is accepted
+as a *bystander*: monitored (WaitTask ends only when the ECS task really ends), but StopTask and
+DestroyTask of it only detach. Before any ECS StopTask the tag is
 read again (in the same DescribeTasks): if another task id owns it by then, the stop detaches instead.
 When the tag cannot be read, nothing is stopped (StopTask fails and Nomad retries; a forced DestroyTask
-forgets the task and says it left it running).
+forgets the task and says it left it running); a RecoverTask that could not read or write them retries,
+and yields to another task id that claimed the task after it.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from driver.taskconfig import TaskConfigError, decode_task_config, run_task_para
 DETACH_SIGNAL = "DETACH"
 OWNER_TAG = "nomad:owner"                  # the Nomad task id that may stop the ECS task
 FORMER_OWNERS_TAG = "nomad:former_owners"  # space-separated digests of the task ids that handed it over
+OWNER_SINCE_TAG = "nomad:owner_since"      # when the owner claimed it (RFC 3339, UTC)
 HANDLE_VERSION = 1
 STATE_VERSION = 2        # msgpack map (ours); version 1 was JSON, still accepted by RecoverTask
 JSON_STATE_VERSION = 1
@@ -249,15 +252,17 @@ def owner_digest(mark: str) -> str:
 
 @dataclass(frozen=True)
 class Ownership:
-    """Who may stop an ECS task, from its tags."""
+    """Who may stop an ECS task, from its tags (owner, former owners' digests, time of the last claim)."""
 
     owner: str | None
     former: tuple[str, ...] = ()
+    since: datetime | None = None
 
     @classmethod
     def of(cls, desc: dict) -> "Ownership":
         tags = {t.get("key"): t.get("value") for t in desc.get("tags") or []}
-        return cls(owner=tags.get(OWNER_TAG) or None, former=tuple((tags.get(FORMER_OWNERS_TAG) or "").split()))
+        return cls(owner=tags.get(OWNER_TAG) or None, former=tuple((tags.get(FORMER_OWNERS_TAG) or "").split()),
+                   since=_parse_time(tags.get(OWNER_SINCE_TAG)))
 
     def owned_by(self, task_id: str) -> bool:
         return self.owner == owner_mark(task_id)
@@ -265,9 +270,9 @@ class Ownership:
     def handed_over_by(self, task_id: str) -> bool:
         return owner_digest(owner_mark(task_id)) in self.former
 
-    def claimed_by(self, task_id: str) -> dict[str, str]:
+    def claimed_by(self, task_id: str, now: datetime | None = None) -> dict[str, str]:
         """The tags that make `task_id` the owner (the current owner, if any, becomes a former owner)."""
-        tags = {OWNER_TAG: owner_mark(task_id)}
+        tags = {OWNER_TAG: owner_mark(task_id), OWNER_SINCE_TAG: rfc3339(now or datetime.now(timezone.utc))}
         if self.owner and not self.owned_by(task_id):
             former = [d for d in self.former if d != owner_digest(self.owner)] + [owner_digest(self.owner)]
             tags[FORMER_OWNERS_TAG] = " ".join(former[-_MAX_FORMER:])
@@ -352,7 +357,9 @@ class TaskHandle:
         # restored); None = unknown (the tags could not be read at RecoverTask; resolved later).
         self.owner: bool | None = True
         self.owned_by: str | None = None         # the current owner's mark, when it is another task id
-        self.claim: dict[str, str] | None = None  # ownership tags still to write (a failed TagResource)
+        self.claim: dict[str, str] | None = None  # ownership tags still to write (a failed TagResource) ...
+        self.claim_basis: str | None = None       # ... and the owner they displace, as read before the claim
+        self.blind_since: datetime | None = None  # RecoverTask could not read the tags (from then on)
         self._notify = notify
 
     @property
@@ -577,9 +584,11 @@ class TaskManager:
                         info.job, info.group, info.stdout_path)
         handle = TaskHandle(info, state, self.notify, recovered=True)
         handle.owner = None
+        recovered_at = datetime.now(timezone.utc)
         try:
             await self._settle_ownership(handle)
         except AwsError as exc:
+            handle.blind_since = recovered_at
             handle.line(f"cannot read the ownership tags of ECS task {state.task_arn} ({exc}); "
                         "it will not be stopped until they are read", self._clock())
             self._in_background(self._settle_later(handle))
@@ -608,13 +617,18 @@ class TaskManager:
             handle.owner = True  # ECS does not know it: nothing to protect; the monitor reports it MISSING
             return
         tags = Ownership.of(desc)
+        blind, handle.blind_since = handle.blind_since, None
         if tags.owned_by(handle.task_id):
-            handle.owner, handle.owned_by = True, None
-        elif tags.handed_over_by(handle.task_id):
-            handle.owner, handle.owned_by = False, tags.owner
+            handle.owner, handle.owned_by, handle.claim = True, None, None
+        elif tags.handed_over_by(handle.task_id) \
+                or (handle.claim is not None and tags.owner != handle.claim_basis) \
+                or (blind is not None and tags.owner is not None and tags.since is not None and tags.since > blind):
+            # a former owner, or another task id claimed it after this one recovered it (while this one's
+            # claim was not written yet, or while the tags could not be read)
+            handle.owner, handle.owned_by, handle.claim = False, tags.owner, None
         else:  # a hand-over (or a task no owner was recorded for): this task id owns it from now on
             handle.owner, handle.owned_by = True, None
-            handle.claim = tags.claimed_by(handle.task_id)
+            handle.claim, handle.claim_basis = tags.claimed_by(handle.task_id), tags.owner
             await self._write_claim(handle, retry)
 
     async def _write_claim(self, handle: "TaskHandle", retry: bool) -> None:
@@ -640,11 +654,7 @@ class TaskManager:
                     and (handle.owner is None or handle.claim is not None):
                 await asyncio.sleep(self.monitor.poll_interval)
                 try:
-                    if handle.owner is None:
-                        await self._settle_ownership(handle, retry=False)
-                    elif handle.claim is not None:
-                        await self._api(handle).tag_task(handle.arn, handle.claim)
-                        handle.claim = None
+                    await self._settle_ownership(handle, retry=False)
                 except AwsError:
                     continue
         finally:
@@ -705,16 +715,17 @@ class TaskManager:
         if desc.get("lastStatus") == STOPPED:
             handle.observe(desc, now)
             return
-        if handle.owner is None or handle.claim is not None:
+        if handle.owner is None or handle.claim is not None:  # not settled yet: decide from these tags
             await self._settle_ownership(handle, desc)
             if handle.claim is not None:
                 raise AwsError(f"cannot stop ECS task {handle.arn} yet: recording this task's ownership in its "
                                "tags failed (Nomad retries the stop)", code="OwnershipUnrecorded", transient=True)
-        tags = Ownership.of(desc)
-        if handle.owner is False or (tags.owner is not None and not tags.owned_by(handle.task_id)):
-            owner = tags.owner if handle.owner is not False else handle.owned_by
-            handle.owner, handle.owned_by = False, owner
-            self._detach(handle, now, f"task {owner} owns it since a hand-over; not stopping it")
+        else:
+            tags = Ownership.of(desc)
+            if tags.owner is not None and not tags.owned_by(handle.task_id):  # handed over since
+                handle.owner, handle.owned_by = False, tags.owner
+        if handle.owner is False:
+            self._detach(handle, now, f"task {handle.owned_by} owns it since a hand-over; not stopping it")
             return
         if not handle.stop_requested:
             handle.stop_requested = True

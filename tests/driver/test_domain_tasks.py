@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from datetime import datetime
 from pathlib import Path
 
 import msgpack
@@ -72,8 +73,10 @@ def test_start_runs_one_tagged_task_and_stop_waits_for_stopped(world, tmp_path):
     assert t["stoppedReason"] == f"Stopped by Nomad: allocation {ALLOC} task http-server"
     assert t["startedBy"] == "nomad-" + ALLOC[:30] and len(t["startedBy"]) <= 36
     tags = {x["key"]: x["value"] for x in t["tags"]}
+    since = tags.pop("nomad:owner_since")
     assert tags == {"nomad:alloc_id": ALLOC, "nomad:job": "nomad-ecs-demo", "nomad:group": "ecs-remote-task-demo",
                     "nomad:task": "http-server", OWNER_TAG: h.task_id}
+    assert abs((datetime.fromisoformat(since.replace("Z", "+00:00")) - h.state.started_at).total_seconds()) < 60
     assert (result.exit_code, result.err) == (0, None)
     state = msgpack.unpackb(h.state.encode())
     assert state["v"] == 2 and state["ARN"] == h.arn and state["cluster"] == world.cluster
@@ -317,21 +320,65 @@ def test_driver_state_json_v1_and_reference_forms_decode():
 
 
 def test_ownership_claims_keep_former_owners_and_unsafe_ids_become_digests():
-    from driver.tasks import FORMER_OWNERS_TAG, Ownership, owner_digest, owner_mark
+    from datetime import datetime, timezone
+
+    from driver.tasks import FORMER_OWNERS_TAG, OWNER_SINCE_TAG, Ownership, owner_digest, owner_mark
 
     a, b, c = (f"{x * 8}-0000-0000-0000-000000000000/http-server/0000000{n}" for n, x in enumerate("abc"))
-    fresh = Ownership(None).claimed_by(a)
-    assert fresh == {OWNER_TAG: a}
-    after_b = Ownership(a).claimed_by(b)
-    assert after_b == {OWNER_TAG: b, FORMER_OWNERS_TAG: owner_digest(a)}
+    now = datetime(2026, 12, 1, 21, 0, tzinfo=timezone.utc)
+    since = "2026-12-01T21:00:00.000000Z"
+    fresh = Ownership(None).claimed_by(a, now)
+    assert fresh == {OWNER_TAG: a, OWNER_SINCE_TAG: since}
+    after_b = Ownership(a).claimed_by(b, now)
+    assert after_b == {OWNER_TAG: b, FORMER_OWNERS_TAG: owner_digest(a), OWNER_SINCE_TAG: since}
     tags = Ownership(b, tuple(after_b[FORMER_OWNERS_TAG].split()))
     assert tags.owned_by(b) and tags.handed_over_by(a) and not tags.handed_over_by(c) and not tags.owned_by(a)
-    assert Ownership(b, (owner_digest(a),)).claimed_by(b) == {OWNER_TAG: b}  # the owner's re-claim changes nothing
+    # the owner's re-claim changes nothing but the time
+    assert Ownership(b, (owner_digest(a),)).claimed_by(b, now) == {OWNER_TAG: b, OWNER_SINCE_TAG: since}
     former = tuple(owner_digest(str(i)) for i in range(40))
     capped = Ownership(b, former).claimed_by(c)[FORMER_OWNERS_TAG]
     assert len(capped) <= 256 and capped.endswith(owner_digest(b))  # newest kept, oldest dropped
     weird = "alloc/task with \u00e9 and !?*/1"
     assert owner_mark(weird).startswith("sha256:") and owner_mark(weird) == owner_mark(weird)
     assert owner_mark(a) == a
-    desc = {"tags": [{"key": OWNER_TAG, "value": b}, {"key": FORMER_OWNERS_TAG, "value": owner_digest(a)}]}
-    assert Ownership.of(desc) == Ownership(b, (owner_digest(a),))
+    desc = {"tags": [{"key": OWNER_TAG, "value": b}, {"key": FORMER_OWNERS_TAG, "value": owner_digest(a)},
+                     {"key": OWNER_SINCE_TAG, "value": since}]}
+    assert Ownership.of(desc) == Ownership(b, (owner_digest(a),), now)
+
+
+def test_a_recovery_that_could_not_read_the_tags_yields_to_a_later_claim(world, moto_url):
+    """B recovers while ECS is unreachable; C recovers (and claims) after that; when B can read the tags
+    it sees a claim newer than its recovery and becomes a bystander instead of taking the task back."""
+    import faultproxy
+
+    with faultproxy.FaultProxy(moto_url) as proxy:
+        async def main():
+            direct = EcsApi(EcsTarget(world.cluster, world.aws.region, world.aws.url), max_attempts=2)
+            blocked = EcsApi(EcsTarget(world.cluster, world.aws.region, proxy.url), max_attempts=1)
+            ma, mb, mc = (TaskManager(api, Recorder(), poll_interval=POLL) for api in (direct, blocked, direct))
+            try:
+                a = await ma.start(info(1), world.task_config_bytes())
+                blob = a.state.encode()
+                proxy.fault("refuse")
+                b = await mb.recover(info(2, alloc="bbbbbbbb-0000-0000-0000-000000000000"), blob)
+                assert b.owner is None
+                await asyncio.sleep(0.05)
+                c = await mc.recover(info(3, alloc="cccccccc-0000-0000-0000-000000000000"), blob)
+                assert c.owner is True
+                proxy.fault(None)
+                for _ in range(100):
+                    if b.owner is not None:
+                        break
+                    await asyncio.sleep(0.05)
+                await mb.stop(b.task_id, timeout=2, signal="SIGINT")  # a bystander's stop: detach only
+                return a, b, c
+            finally:
+                for m in (ma, mb, mc):
+                    await m.close()
+                direct.close()
+                blocked.close()
+        a, b, c = asyncio.run(main())
+    assert (b.owner, b.owned_by, b.detached) == (False, c.task_id, True)
+    tags = {t["key"]: t["value"] for t in world.describe_tags(a.arn)}
+    assert tags[OWNER_TAG] == c.task_id
+    assert world.describe(a.arn)["lastStatus"] == "RUNNING"

@@ -60,6 +60,9 @@ class World:
     def describe(self, arn: str) -> dict:
         return self.ecs.describe_tasks(cluster=self.cluster, tasks=[arn])["tasks"][0]
 
+    def describe_tags(self, arn: str) -> list[dict]:
+        return self.ecs.list_tags_for_resource(resourceArn=arn)["tags"]
+
     def run_direct(self, count: int = 1) -> list[str]:
         """Start tasks behind Nomad's back (benchmarks, batching tests)."""
         arns = []
