@@ -82,6 +82,7 @@ def drained(tmp_path, nomad_cluster, ecs_demo, moto_server):  # noqa: F811
         watcher.close()
 
 
+@pytest.mark.slow
 def test_drain_frames_at_80_and_120_columns(drained):
     watcher, old, new, arn, fake = drained
     # the watcher followed Nomad with blocking queries (an index from the previous answer)
@@ -118,6 +119,7 @@ def test_drain_frames_at_80_and_120_columns(drained):
     assert arn in wide and new["ID"] in wide and old["ID"] in wide
 
 
+@pytest.mark.slow
 def test_stopping_the_job_is_no_detach(drained):
     watcher, old, new, arn, _ = drained
     tid = task_id(arn)
@@ -132,6 +134,7 @@ def test_stopping_the_job_is_no_detach(drained):
     assert "STOPPED" in stopped and "ORPHAN" not in stopped
 
 
+@pytest.mark.slow
 def test_status_layout_is_the_watch_layout(drained):
     watcher, old, new, arn, _ = drained
     from ecsdemo import status
@@ -194,6 +197,7 @@ def test_live_view_needs_a_terminal(tmp_path):
     assert proc.returncode == 2 and "needs a terminal" in proc.stderr and "--once" in proc.stderr
 
 
+@pytest.mark.slow
 def test_watcher_sees_nomad_come_up(tmp_path, ecs_demo, moto_server):
     from tests.fakenomad import FakeNomad, Timings
 
