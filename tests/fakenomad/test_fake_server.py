@@ -16,6 +16,7 @@ from tests.fakenomad.wire import NS
 
 JOB = "demo"
 GROUP = "g"
+JOB_ID = "nomad-ecs-demo"  # the job of ecs_setup.EcsDemo.job_hcl
 
 JOB_HCL = """job "demo" {{
   datacenters = ["dc1"]
@@ -353,3 +354,31 @@ def test_ecs_task_ending_on_its_own_is_rescheduled_through_the_real_client_and_p
     assert new_arn and new_arn != arn
     tasks = {t["taskArn"]: t for t in ecs.describe_tasks(cluster=ecs_demo.cluster, tasks=[arn, new_arn])["tasks"]}
     assert tasks[arn]["lastStatus"] == "STOPPED" and tasks[new_arn]["lastStatus"] == "RUNNING"
+
+
+@pytest.mark.slow
+def test_drain_of_the_only_node_detaches_and_a_later_node_starts_a_second_ecs_task(fake_nomad, ecs_demo, aws):
+    """Nomad's nasty case (nomad#10592) through the real client and plugin: the migrate stop is applied with
+    nowhere to go, the client DETACHes (the ECS task keeps running, owned by no allocation), and the
+    replacement placed when a node appears carries no handle, so it starts a second ECS task."""
+    fake = fake_nomad
+    client = NomadClient(fake.address, timeout=5)
+    n1 = fake.add_node("nomad-client-1")
+    fake.wait_for(lambda c: c.nodes[n1]["Status"] == "ready", timeout=30)
+    client.register_job(client.parse_job(ecs_demo.job_hcl()))
+    a1 = fake.wait_for(lambda c: next((a["ID"] for a in c.allocs.values()
+                                       if (a.get("DeploymentStatus") or {}).get("Healthy")), None),
+                       timeout=30, message="a healthy alloc")
+    arn = task_arn(client.allocation(a1), TASK)
+    client.drain(n1, 3600)
+    fake.wait_for(lambda c: c.allocs[a1]["ClientStatus"] == "complete", timeout=30, message="detached")
+    assert live(client) == [] and client.allocation(a1)["DesiredDescription"] == "alloc is being migrated"
+    n2 = fake.add_node("nomad-client-2")
+    a2 = fake.wait_for(lambda c: next((a["ID"] for a in c.job_allocs(JOB_ID) if a["ID"] != a1
+                                       and a["ClientStatus"] == "running"), None), timeout=30, message="placed")
+    new = client.allocation(a2)
+    assert new["NodeID"] == n2 and "PreviousAllocation" not in new
+    new_arn = task_arn(new, TASK)
+    assert new_arn and new_arn != arn
+    tasks = aws.client("ecs").describe_tasks(cluster=ecs_demo.cluster, tasks=[arn, new_arn])["tasks"]
+    assert {t["taskArn"]: t["lastStatus"] for t in tasks} == {arn: "RUNNING", new_arn: "RUNNING"}  # one orphaned
