@@ -145,6 +145,12 @@ class Endpoint:
     def __init__(self, cfg: DemoConfig):
         self.cfg = cfg
 
+    def status(self) -> dict | None:
+        """The recorded endpoint and whether it runs (`ecsdemo.local.local_endpoint_status`)."""
+        from ecsdemo.local import local_endpoint_status
+
+        return local_endpoint_status(self.cfg.state)
+
     def paused(self):
         """A context manager: the endpoint does not answer inside it (SIGSTOP), and answers again after."""
         from ecsdemo.local import paused_local_endpoint

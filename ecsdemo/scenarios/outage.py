@@ -12,6 +12,7 @@ after. With `--aws` there is nothing ecsdemo may pause, so the scenario is skipp
 
 from __future__ import annotations
 
+from ecsdemo.errors import EcsdemoError
 from ecsdemo.nomad import node_ecs_driver
 from ecsdemo.scenarios import checks
 from ecsdemo.scenarios.checks import short
@@ -31,8 +32,20 @@ def not_applicable(env: ScenarioEnv) -> str | None:
     return None if env.cfg.local else NOT_LOCAL
 
 
+def _require_endpoint(env: ScenarioEnv) -> None:
+    """THE local endpoint must be one ecsdemo started and that runs: only that one may be paused."""
+    try:
+        status = env.endpoint.status()
+    except EcsdemoError as exc:
+        raise ScenarioAbort(exc.message, hint=exc.hint, precondition=True) from None
+    if not status or not status.get("running"):
+        raise ScenarioAbort("no local AWS endpoint started by ecsdemo is running, so there is nothing to pause",
+                            hint="start the demo with `ecsdemo up --local`", precondition=True)
+
+
 def run_outage(env: ScenarioEnv, res: ScenarioResult) -> None:
     base = preflight(env, res)
+    _require_endpoint(env)
     clients = [n for n in env.nomad.nodes() if n.get("Status") == "ready"]
     sick = [n for n in clients if not checks.ecs_driver_healthy(n)]
     if sick:

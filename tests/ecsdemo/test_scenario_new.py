@@ -247,6 +247,14 @@ def test_outage_too_short_for_the_fingerprint_fails_and_says_why(outage_demo):
     assert local.is_healthy(proc.url)
 
 
+def test_outage_needs_an_endpoint_ecsdemo_started(demo_factory):
+    demo = demo_factory()            # its local.json names the session's moto server by URL only
+    report = runner.run("outage", make_env(demo, outage_for=1.0))
+    assert report.exit_code == 3 and report.results[0].status == "not-run"
+    assert "local.json" in report.results[0].error
+    assert local.is_healthy(demo.aws.url)
+
+
 def test_outage_with_aws_is_skipped_as_not_applicable(demo_factory):
     demo = demo_factory()
     env = make_env(demo)
