@@ -64,18 +64,18 @@ def test_run_status_logs_teardown_through_the_cli(demo):
     assert table.exit_code == 0 and "ORPHAN" in table.output and "1 orphan ECS task(s)" in table.output
     assert json.loads(cli("status", "--json", "--state-dir", sd).output)["orphans"] == [orphan]
 
-    wait_for(lambda: "is RUNNING" in status_view.logs(demo.cfg)[1])
+    wait_for(lambda: "with status RUNNING" in status_view.logs(demo.cfg)[1])
     out = cli("logs", "--state-dir", sd)
-    assert out.exit_code == 0 and f"ECS task {a['task_arn']} is RUNNING" in out.output
-    assert "is RUNNING" in cli("logs", alloc[:8], "--state-dir", sd).output
+    assert out.exit_code == 0 and f"ECS task: {a['task_arn']} with status RUNNING" in out.output
+    assert "with status RUNNING" in cli("logs", alloc[:8], "--state-dir", sd).output
     stream = status_view.follow(demo.cfg, alloc, idle_timeout=5)    # what `logs --follow` prints
     seen = ""
     for chunk in stream:
         seen += chunk
-        if seen.count("is RUNNING") >= 2:
+        if seen.count("with status RUNNING") >= 2:
             break
     stream.close()
-    assert f"ECS task {a['task_arn']} is RUNNING" in seen
+    assert f"ECS task: {a['task_arn']} with status RUNNING" in seen
     bad = cli("logs", "zzz", "--state-dir", sd)
     assert bad.exit_code == 1 and "'zzz' is not an allocation ID" in str(bad.exception)
 
