@@ -64,8 +64,11 @@ def main() -> None:
             err_console.print(f"[dim]hint:[/dim] {escape(exc.hint)}", soft_wrap=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
-        err_console.print("[yellow]interrupted[/yellow]: what was started is recorded in the state directory; "
-                          "`ecsdemo teardown` cleans it up")
+        # Only the commands that start agents, endpoints or infrastructure leave something for teardown.
+        starts_things = next((a for a in sys.argv[1:] if not a.startswith("-")), "") in (
+            "up", "run", "run-scenario", "infra", "local")
+        err_console.print("[yellow]interrupted[/yellow]" + (": what was started is recorded in the state directory; "
+                                                          "`ecsdemo teardown` cleans it up" if starts_things else ""))
         sys.exit(130)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)

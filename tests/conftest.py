@@ -3,6 +3,10 @@
 `moto_url` is the endpoint; `aws` resets it before a test and yields a small helper with boto3 clients.
 `aws_env` sets dummy credentials, a region and the endpoint in the environment (for subprocesses and
 boto3 alike) for one test.
+
+For the whole session, ecsdemo's binary cache is an empty temporary directory and its release server a
+file:// URL that does not exist: no test sees the user's cached nomad/terraform, and no `up` that finds a
+binary missing can download one from the internet (tests that install set both variables themselves).
 """
 
 from __future__ import annotations
@@ -14,6 +18,22 @@ import pytest
 from ecsdemo import local
 
 REGION = "us-east-1"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_user_cache_no_downloads(tmp_path_factory):
+    import os
+
+    saved = {k: os.environ.get(k) for k in ("ECSDEMO_CACHE_DIR", "ECSDEMO_RELEASES_URL")}
+    root = Path(tmp_path_factory.mktemp("ecsdemo-cache"))
+    os.environ["ECSDEMO_CACHE_DIR"] = str(root / "cache")
+    os.environ["ECSDEMO_RELEASES_URL"] = (root / "no-release-server").as_uri()
+    yield
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
 
 
 @pytest.fixture(scope="session")
