@@ -392,7 +392,7 @@ class TaskRunner:
         RecoverTask it under a NEW task id (no msgpack config), InspectTask, and emit Started. A failure is
         soft (logged); the caller then starts a new task."""
         propagated = self.local["state"].get("TaskHandle")
-        if not propagated or not propagated.get("DriverState"):
+        if not propagated or not propagated.get("DriverState") or self.client.plugin is None:
             return False
         state = base64.b64decode(propagated["DriverState"])
         if getattr(self.client.runtime, "recover_starts_new", False):

@@ -9,6 +9,8 @@ import requests
 
 from tests.driver.faultproxy import FaultProxy
 from tests.fakenomad import FakeNomad, PluginRuntime, Timings
+from tests.fakenomad.client import decode_handle, encode_handle
+from tests.fakenomad.plugin_runtime import UNREADABLE_STATE
 from tests.fakenomad.fixtures import add_nodes, module_aws, shared_aws, shared_ecs_demo  # noqa: F401 - one ECS setup per module
 from tests.fakenomad.test_fake_scenarios import JOB, TASK, api, arn_of, ecs_task, events, healthy_alloc, run_job
 
@@ -199,3 +201,30 @@ def test_returning_lost_client_kill_signal_by_version(version, signal, ecs_demo,
     finally:
         fake.stop()
         runtime.close()
+
+
+def test_restore_of_a_running_task_that_cannot_be_recovered_destroys_it_and_starts_another(nomad_cluster, ecs_demo, aws):
+    """task_runner.go restoreHandle: RecoverTask fails for a running task -> DestroyTask(force), a "Failed
+    Restoring Task" event, a wait for the servers, then a StartTask: a second ECS task, the first one leaks."""
+    fake = nomad_cluster
+    run_job(fake, ecs_demo.job_hcl())
+    a1 = healthy_alloc(fake)
+    n1 = fake.cluster.allocs[a1]["NodeID"]
+    old_arn = arn_of(api(fake, f"/v1/allocation/{a1}"))
+    fake.cluster.timings.heartbeat_grace = 60   # back before the node is marked down (the plugin relaunches)
+    fake.kill_node(n1)
+    fake.runtime.nodes.pop(n1).close()      # the host rebooted: the plugin is gone too
+    local = fake.clients[n1].db.allocs[a1]["tasks"][TASK]   # and the saved handle is unreadable to this plugin
+    handle = decode_handle(local["handle"])
+    handle.driver_state = UNREADABLE_STATE
+    local["handle"] = encode_handle(handle)
+    fake.restart_node(n1)
+    fake.wait_for(lambda c: c.allocs[a1]["TaskStates"][TASK]["State"] == "running"
+                  and arn_of(c.allocs[a1]) not in (None, old_arn), message="a new task")
+    log = calls(fake, n1, a1)
+    assert [c[0] for c in log[:4]] == ["RecoverTask", "DestroyTask", "StartTask", "WaitTask"], log
+    assert log[0][3] and log[0][1] == log[1][1] == handle.config.id.rsplit("/", 1)[-1] and log[2][1] != log[0][1]
+    assert log[1][2] == {"force": True}
+    assert events(api(fake, f"/v1/allocation/{a1}"))[-2:] == ["Failed Restoring Task", "Started"]
+    assert ecs_task(aws, ecs_demo, old_arn)["lastStatus"] == "RUNNING"   # leaked, as with Nomad
+    assert ecs_task(aws, ecs_demo, arn_of(api(fake, f"/v1/allocation/{a1}")))["lastStatus"] == "RUNNING"
