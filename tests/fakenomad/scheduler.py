@@ -334,6 +334,13 @@ def reconcile(cl: Cluster, ev: dict) -> None:
     job = cl.jobs.get(ev["JobID"])
     allocs = cl.job_allocs(ev["JobID"])
     ev["SnapshotIndex"] = index - 1
+    for a in allocs:
+        # scheduler/util.go updateNonTerminalAllocsToLost: an alloc already told to stop whose client never
+        # finished it (pending/running) on a down node becomes lost (e.g. a drained alloc when its node dies)
+        node = cl.nodes.get(a["NodeID"])
+        if ((node is None or node["Status"] == "down") and a["DesiredStatus"] in ("stop", "evict")
+                and a["ClientStatus"] in ("pending", "running")):
+            _stop(cl, a, index, LOST, "lost")
     if job is None or job["Stop"]:
         for a in allocs:
             if a["DesiredStatus"] == "run":
@@ -563,7 +570,8 @@ class ServerLoop:
                 node["LastMissedHeartbeatIndex"] = index
                 cl.node_event(node, "Node heartbeat missed", "Cluster", index)
                 cl.stamp(node, index, "nodes")
-                for job_id in sorted({a["JobID"] for a in allocs_run_on(cl, node["ID"])}):
+                # nomad/node_endpoint.go createNodeEvals: one node-update eval per job with allocs on the node
+                for job_id in sorted({a["JobID"] for a in cl.node_allocs(node["ID"])}):
                     cl.new_eval(cl.jobs.get(job_id), job_id, "node-update", index, node_id=node["ID"])
 
     # --- client updates -------------------------------------------------------------------------

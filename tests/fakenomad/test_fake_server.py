@@ -382,3 +382,20 @@ def test_drain_of_the_only_node_detaches_and_a_later_node_starts_a_second_ecs_ta
     assert new_arn and new_arn != arn
     tasks = aws.client("ecs").describe_tasks(cluster=ecs_demo.cluster, tasks=[arn, new_arn])["tasks"]
     assert {t["taskArn"]: t["lastStatus"] for t in tasks} == {arn: "RUNNING", new_arn: "RUNNING"}  # one orphaned
+
+
+def test_node_dying_while_its_alloc_is_being_drained_makes_the_alloc_lost(server):
+    fake, client = server
+    n1 = add_node(fake, "nomad-client-1")
+    register(client, job_hcl())
+    a1 = running_healthy(fake, client, "arn:task/1")
+    add_node(fake, "nomad-client-2")
+    client.drain(n1, 3600)
+    fake.wait_for(lambda c: c.allocs[a1]["DesiredStatus"] == "stop", message="migrate stop")
+    assert client.allocation(a1)["ClientStatus"] == "running"  # the client has not detached yet
+    stop_heartbeats(fake, n1)
+    fake.wait_for(lambda c: c.allocs[a1]["ClientStatus"] == "lost", message="lost")
+    old = client.allocation(a1)
+    assert old["DesiredDescription"] == "alloc is lost since its node is down"
+    assert old["DesiredTransition"]["Migrate"] is True and old["AllocStates"][-1]["Value"] == "lost"
+    fake.wait_for(lambda c: c.nodes[n1]["DrainStrategy"] is None, message="drain complete")
