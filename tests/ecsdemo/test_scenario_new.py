@@ -285,3 +285,34 @@ def test_all_in_the_new_order_through_the_real_plugin(outage_demo):
     assert restarted["reported_id"] == lost["node_id"]
     assert first["ID"] != lost["id"]
     assert demo.running_ecs() == [] and local.is_healthy(proc.url)
+
+
+@pytest.mark.slow
+def test_outage_interrupted_with_ctrl_c_resumes_the_endpoint(outage_demo):
+    """`ecsdemo run-scenario outage` as a user runs it, interrupted mid-outage: the endpoint answers again."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    demo, proc = outage_demo
+    demo.cfg.save()
+    env = dict(os.environ, COLUMNS="200")
+    env.pop("NOMAD_ADDR", None)
+    cli = subprocess.Popen([sys.executable, "-m", "ecsdemo", "run-scenario", "outage", "--for", "60", "--state-dir",
+                            str(demo.cfg.state_dir)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                           env=env, stdin=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while not local.local_endpoint_status(demo.cfg.state)["paused"]:
+            assert cli.poll() is None and time.monotonic() < deadline, cli.communicate()
+            time.sleep(0.05)
+        cli.send_signal(signal.SIGINT)
+        out, err = cli.communicate(timeout=30)
+    finally:
+        if cli.poll() is None:
+            cli.kill()
+    assert cli.returncode == 130, out + err
+    assert "Traceback" not in err
+    assert local.is_healthy(proc.url) and not local.local_endpoint_status(demo.cfg.state)["paused"]
