@@ -45,7 +45,8 @@ def register(app: typer.Typer) -> None:
         timeout: Annotated[float, typer.Option("--timeout", min=1, help="Seconds to wait for each thing Nomad or "
                                                                        "ECS must do (a replacement, a node going down, a task stopping).")] = 120.0,
         keep_drained: Annotated[bool, typer.Option("--keep-drained", help="drain: leave the node drained.")] = False,
-        no_restart: Annotated[bool, typer.Option("--no-restart", help="lost-node: leave the killed client stopped.")] = False,
+        no_restart: Annotated[bool, typer.Option("--no-restart", help="lost-node: leave the killed client stopped "
+                                                                  "(all then skips client-restart).")] = False,
         revert: Annotated[bool, typer.Option("--revert", help="update: go back to the base task definition.")] = False,
         outage_for: Annotated[Optional[float], typer.Option(
             "--for", min=1, metavar="SECONDS",
