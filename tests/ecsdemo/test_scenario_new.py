@@ -267,6 +267,20 @@ def test_outage_with_aws_is_skipped_as_not_applicable(demo_factory):
 
 # --- all ------------------------------------------------------------------------------------------
 @pytest.mark.slow
+def test_all_with_aws_skips_the_outage_and_passes(demo_factory):
+    """The demo in AWS mode (its ECS side is still moto here: only the mode changes): every scenario but the
+    outage runs, and the skipped outage does not fail the report."""
+    demo = demo_factory()
+    env = make_env(demo)
+    env.cfg = dataclasses.replace(demo.cfg, local=False)
+    report = runner.run("all", env)
+    assert report.ok and report.exit_code == 0, failures(report)
+    assert [(r.name, r.status) for r in report.results] == [
+        (n, "skipped" if n == "outage" else "passed") for n in runner.ALL_ORDER]
+    assert "with --aws" in report.results[runner.ALL_ORDER.index("outage")].skipped
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("outage_demo", ["1.6.5", "1.4.3"], indirect=True)
 def test_all_in_the_new_order_through_the_real_plugin(outage_demo):
     """On 1.1-1.5 the lost-node client, back, stops its old allocation normally instead of detaching;
