@@ -573,6 +573,17 @@ class AllocRunner:
         except DriverError as exc:   # the plugin went away mid-kill
             self.client.log(f"alloc {self.alloc_id}: kill interrupted: {exc}")
 
+    def destroy(self) -> None:
+        """alloc_runner.go Destroy: kill the tasks (a normal kill), then drop the allocation from the state DB."""
+        def run():
+            self._kill()
+            self.finished.wait()
+            with self.client.db.lock:
+                self.client.db.allocs.pop(self.alloc_id, None)
+            self.client.db.save()
+        self.killing = True
+        threading.Thread(target=run, daemon=True, name=f"fakenomad-destroy-{self.alloc_id[:8]}").start()
+
     def kill_signal(self) -> str:
         """remotetask_hook.go PreKilling/setSignal: DETACH when the alloc is lost or migrating."""
         a = self.alloc
@@ -781,7 +792,12 @@ class SimClient:
                 self.runners[aid] = ar
                 ar.start()
             else:
+                if alloc.get("AllocModifyIndex") != ar.alloc.get("AllocModifyIndex"):
+                    self.db.put_alloc(alloc)      # the client persists each pulled update (alloc_runner.go)
+                    self.db.save()
                 ar.update(alloc)
+        for aid in set(self.runners) - set(pulled):
+            self.runners.pop(aid).destroy()       # client.go removeAlloc: the servers forgot it
         self.synced.set()
 
     def _logmon(self) -> None:
