@@ -56,7 +56,8 @@ def run_outage(env: ScenarioEnv, res: ScenarioResult) -> None:
     unhealthy: dict[str, str | None] = {checks.node_label(n): None for n in clients}
     ids = {n["ID"] for n in clients}
     left: list[dict] = []              # the allocation as first seen not running, if it ever was
-    others: dict[str, dict] = {}
+    known = {a["ID"] for a in env.nomad.job_allocations(env.job_id)}
+    others: dict[str, dict] = {}       # allocations that appeared during the outage
 
     def look() -> None:
         for n in env.nomad.nodes():
@@ -68,7 +69,7 @@ def run_outage(env: ScenarioEnv, res: ScenarioResult) -> None:
             if a["ID"] == base.alloc_id:
                 if not checks.is_running(a) and not left:
                     left.append(a)
-            elif a.get("CreateIndex", 0) > base.alloc.get("CreateIndex", 0):
+            elif a["ID"] not in known:
                 others[a["ID"]] = a
 
     with env.step(res, f"Pause the local AWS endpoint for {seconds:g}s"):
@@ -76,6 +77,14 @@ def run_outage(env: ScenarioEnv, res: ScenarioResult) -> None:
             env.note(res, f"the endpoint at {rec.get('url')} (pid {rec.get('pid')}) does not answer")
             observe(seconds, env.options.poll_interval, look)
     env.note(res, "the local AWS endpoint answers again")
+    turned = checks.check_drivers_turned_unhealthy(unhealthy)
+    if not turned.ok and any(v is None for v in unhealthy.values()):
+        turned.detail += f" through the {seconds:g}s outage ({SHORT_HINT})"
+    res.add(turned)
+    res.check("no new allocation during the outage", not others,
+              "none" if not others else "new: " + ", ".join(f"{short(i)} {a.get('ClientStatus')}"
+                                                            for i, a in others.items()),
+              [base.alloc_id], [base.alloc_id, *others])
     with env.step(res, "Wait for every client's ecs driver to be healthy again"):
         def fetch(_: float) -> list[dict]:
             return [get_node(env, i) for i in sorted(ids)]
@@ -84,17 +93,8 @@ def run_outage(env: ScenarioEnv, res: ScenarioResult) -> None:
                            lambda ns: "; ".join(f"{checks.node_label(n)}: {node_ecs_driver(n)[2]}" for n in ns or []),
                            interval=env.options.poll_interval)
     after = env.nomad.allocation(base.alloc_id)
-
-    turned = checks.check_drivers_turned_unhealthy(unhealthy)
-    if not turned.ok and any(v is None for v in unhealthy.values()):
-        turned.detail += f" through the {seconds:g}s outage ({SHORT_HINT})"
-    res.add(turned)
-    res.add(checks.check_kept_running(base.alloc, left[0] if left else after, env.task, "through the outage"))
-    res.check("no new allocation during the outage", not others,
-              "none" if not others else "new: " + ", ".join(f"{short(i)} {a.get('ClientStatus')}"
-                                                            for i, a in others.items()),
-              [base.alloc_id], [base.alloc_id, *others])
     res.add(checks.check_drivers_healthy(nodes))
+    res.add(checks.check_kept_running(base.alloc, left[0] if left else after, env.task, "through the outage"))
     res.add(checks.check_arn_unchanged(base.arn, env.arn_of(after) if after else None, "allocation's task handle"))
     task = env.ecs.describe(base.arn)
     res.check("the same ECS task RUNNING", (task or {}).get("lastStatus") == "RUNNING",
