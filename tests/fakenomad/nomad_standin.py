@@ -226,7 +226,7 @@ def stop_plugin(proc, data_dir: str) -> None:
     log(f"plugin pid {proc.pid} stopped")
 
 
-def _post(server: str, path: str, body: dict, deadline: float) -> None:
+def _post(server: str, path: str, body: dict, deadline: float, stop: threading.Event | None = None) -> None:
     url = f"http://{server}{path}"
     while True:
         try:
@@ -235,7 +235,7 @@ def _post(server: str, path: str, body: dict, deadline: float) -> None:
             urllib.request.urlopen(req, timeout=30).read()
             return
         except OSError:
-            if time.monotonic() > deadline:
+            if time.monotonic() > deadline or (stop is not None and stop.is_set()):
                 raise
             time.sleep(0.2)
 
@@ -265,7 +265,7 @@ def run_client(cfg: dict, plugin_dir: str | None = None) -> int:
             if proc else None}
     try:
         try:
-            _post(servers[0], REGISTER_PATH, body, time.monotonic() + 60)
+            _post(servers[0], REGISTER_PATH, body, time.monotonic() + 60, stop)
         except OSError as exc:
             print(f"==> could not register with {servers[0]}: {exc}", file=sys.stderr)
             return 1
