@@ -46,7 +46,6 @@ from pathlib import Path
 import grpc
 
 from driver.pb import driver_pb2
-from ecsdemo.nomad import task_arn
 from tests.fakenomad.model import TERMINAL_CLIENT, Cluster, new_task_state, task_event
 from tests.fakenomad.plugin_runtime import (DETACH, UNREADABLE_STATE, DriverError, PluginGone, TaskNotFound)
 from tests.fakenomad.scheduler import set_job_status, unblock
@@ -147,10 +146,6 @@ def decode_handle(text: str) -> driver_pb2.TaskHandle:
 def api_handle(handle: driver_pb2.TaskHandle) -> dict:
     """TaskState.TaskHandle as the servers hold it: {Version, DriverState} only (task_runner.go UpdateState)."""
     return {"Version": handle.version, "DriverState": base64.b64encode(handle.driver_state).decode()}
-
-
-def handle_arn(handle: dict | None) -> str | None:
-    return task_arn({"TaskStates": {"t": {"TaskHandle": handle}}}, "t") if handle else None
 
 
 # --- the restart tracker -----------------------------------------------------------------------------------
