@@ -331,7 +331,7 @@ class TaskRunner:
             self._emit(task_event("Task Setup", "Building Task Directory", {"message": "Building Task Directory"},
                                   Message="Building Task Directory"))
             self._sleep(step)
-        first = not self.restored
+        first = not self.restored and self._remote_tasks()
         while True:
             self.client.check_alive()
             if self.kill_requested.is_set() and self.handle is None:
@@ -355,6 +355,17 @@ class TaskRunner:
             ok = result is not None and result.result.exit_code == 0 and result.result.signal == 0 and not result.err
             if not self._after_exit(exit_ok=ok):
                 return
+
+    def _remote_tasks(self) -> bool:
+        """initDriver (task_runner_hooks.go initHooks): the remote-task hook is installed when the driver's
+        Capabilities say remote_tasks, and Nomad still has remote tasks (removed in 1.10, PR #24909)."""
+        if self.client.cl.vt >= (1, 10) or self.client.plugin is None:
+            return False
+        try:
+            self.ar.remote = self.plugin.capabilities().remote_tasks
+        except DriverError:
+            self.ar.remote = False
+        return self.ar.remote
 
     def _start(self, handover: bool) -> DriverError | None:
         """runDriver (and before it the remote-task hook's Prestart for a replacement allocation)."""
@@ -528,6 +539,7 @@ class AllocRunner:
         self.alloc = alloc                # the client's copy: the last one pulled from the servers
         self.entry = entry                # StateDB entry
         self.killing = False
+        self.remote = client.cl.vt < (1, 10)   # the remote-task hook is installed (TaskRunner._remote_tasks)
         self.finished = threading.Event()
         self._done_count = 0
         self.tasks: list[TaskRunner] = []
@@ -582,6 +594,8 @@ class AllocRunner:
     def kill_signal(self) -> str:
         """remotetask_hook.go PreKilling/setSignal: DETACH when the alloc is lost or migrating."""
         a = self.alloc
+        if not self.remote:
+            return ""
         if a["ClientStatus"] == "lost" or (a.get("DesiredTransition") or {}).get("Migrate"):
             return DETACH
         return ""

@@ -273,6 +273,10 @@ class NodePlugin:
         return self._call("InspectTask", task_id, lambda: self.host.driver.InspectTask(
             driver_pb2.InspectTaskRequest(task_id=task_id), timeout=RPC_TIMEOUT))
 
+    def capabilities(self) -> driver_pb2.DriverCapabilities:
+        return self._call("Capabilities", "", lambda: self.host.driver.Capabilities(
+            driver_pb2.CapabilitiesRequest(), timeout=RPC_TIMEOUT)).capabilities
+
     def wait_task(self, task_id: str):
         """WaitTask as a future (the task runner keeps it open; cancel it when the agent stops)."""
         return self._call("WaitTask", task_id, lambda: self.host.driver.WaitTask.future(

@@ -1,17 +1,20 @@
 """The simulated client's task runner against real plugin processes and moto (nomad-task-runner.md): a task
 that ends on its own, the restart policy and its exhaustion, StopTask retries, driver health from the
-fingerprint, and agent restarts that restore dead allocations (RecoverTask + DestroyTask(force))."""
+fingerprint, agent restarts that restore dead allocations (RecoverTask + DestroyTask(force)) or fail to
+restore a running one, the returning lost client's kill signal by version, and Nomad 1.10's missing
+remote tasks. Each asserts on what the plugin processes were asked (the call log) and on ECS (moto)."""
 
 from __future__ import annotations
 
 import pytest
 import requests
 
+from ecsdemo.nomad import task_arn
 from tests.driver.faultproxy import FaultProxy
 from tests.fakenomad import FakeNomad, PluginRuntime, Timings
-from tests.fakenomad.client import decode_handle, encode_handle
-from tests.fakenomad.plugin_runtime import UNREADABLE_STATE
+from tests.fakenomad.client import api_handle, decode_handle, encode_handle
 from tests.fakenomad.fixtures import add_nodes, module_aws, shared_aws, shared_ecs_demo  # noqa: F401 - one ECS setup per module
+from tests.fakenomad.plugin_runtime import UNREADABLE_STATE
 from tests.fakenomad.test_fake_scenarios import JOB, TASK, api, arn_of, ecs_task, events, healthy_alloc, run_job
 
 
@@ -28,6 +31,12 @@ def stop_outside_nomad(aws, demo, arn: str, reason: str = "stopped from the cons
 
 def task_state(fake, alloc_id: str) -> dict:
     return api(fake, f"/v1/allocation/{alloc_id}")["TaskStates"][TASK]
+
+
+def local_arn(fake, node_id: str, alloc_id: str) -> str | None:
+    """The ECS task ARN in the task handle the node's client saved locally for the allocation."""
+    saved = fake.clients[node_id].db.allocs[alloc_id]["tasks"][TASK]["handle"]
+    return task_arn({"TaskStates": {TASK: {"TaskHandle": api_handle(decode_handle(saved))}}}, TASK)
 
 
 def calls(fake, node_id: str, alloc_id: str) -> list[tuple]:
@@ -228,3 +237,29 @@ def test_restore_of_a_running_task_that_cannot_be_recovered_destroys_it_and_star
     assert events(api(fake, f"/v1/allocation/{a1}"))[-2:] == ["Failed Restoring Task", "Started"]
     assert ecs_task(aws, ecs_demo, old_arn)["lastStatus"] == "RUNNING"   # leaked, as with Nomad
     assert ecs_task(aws, ecs_demo, arn_of(api(fake, f"/v1/allocation/{a1}")))["lastStatus"] == "RUNNING"
+
+
+@pytest.mark.slow
+def test_nomad_1_10_has_no_remote_tasks_a_drain_stops_the_task(ecs_demo, aws, tmp_path):
+    """Since 1.10 (PR #24909) nothing sends DETACH and no handle is recovered: a drain stops the ECS task and
+    the replacement starts a new one."""
+    runtime = PluginRuntime(ecs_demo.endpoint, ecs_demo.cluster, ecs_demo.region, workdir=tmp_path / "plugins")
+    fake = FakeNomad(version="1.10.0", timings=Timings.fast(), runtime=runtime).start()
+    try:
+        add_nodes(fake, ["nomad-client-1", "nomad-client-2"])
+        run_job(fake, ecs_demo.job_hcl())
+        a1 = healthy_alloc(fake)
+        n1 = fake.cluster.allocs[a1]["NodeID"]
+        assert arn_of(api(fake, f"/v1/allocation/{a1}")) is None      # no TaskHandle in the API since 1.10
+        arn = local_arn(fake, n1, a1)
+        requests.post(f"{fake.address}/v1/node/{n1}/drain", json={"DrainSpec": {"Deadline": -1}}, timeout=5)
+        a2 = fake.wait_for(lambda c: c.allocs[a1]["NextAllocation"], message="replacement")
+        fake.wait_for(lambda c: c.allocs[a2]["ClientStatus"] == "running" and c.allocs[a1]["ClientStatus"] == "complete")
+        assert [c[2]["signal"] for c in calls(fake, n1, a1) if c[0] == "StopTask"] == [""]
+        n2 = fake.cluster.allocs[a2]["NodeID"]
+        assert "RecoverTask" not in [c[0] for c in calls(fake, n2, a2)]
+        assert local_arn(fake, n2, a2) not in (None, arn)
+        assert ecs_task(aws, ecs_demo, arn)["lastStatus"] == "STOPPED"
+    finally:
+        fake.stop()
+        runtime.close()
