@@ -384,6 +384,8 @@ def destroy(cfg: DemoConfig, reporter: Reporter) -> bool:
         return False
     endpoint = None
     if record.get("mode", _mode(cfg)) == "local":
+        if local.resume_local_endpoint(state):   # left paused by an interrupted outage scenario: not gone
+            reporter.warn("the local AWS endpoint was paused (an interrupted outage scenario?): resumed it")
         status = local.local_endpoint_status(state)
         if not (status and status["healthy"]) or record.get("endpoint_id") != _endpoint_id(state):
             _forget_lost_resources(workdir)
