@@ -186,9 +186,10 @@ def test_no_healthy_driver_blocks_the_eval_until_a_node_can_take_it(fake_nomad, 
     healthy_alloc(fake)
 
 
-def test_failed_handover_recovery_starts_a_new_task_on_drain(fake_nomad, ecs_demo, tmp_path):
+def test_failed_handover_recovery_starts_a_new_task_on_drain(fake_nomad, ecs_demo, tmp_path, request):
     fake = fake_nomad
     bad = PluginRuntime(ecs_demo.endpoint, ecs_demo.cluster, workdir=tmp_path / "bad", recover_starts_new=True)
+    request.addfinalizer(bad.close)
     n1 = fake.add_node("nomad-client-1")
     fake.wait_for(lambda c: c.nodes[n1]["Status"] == "ready")
     run_job(fake, ecs_demo.job_hcl())
@@ -203,7 +204,6 @@ def test_failed_handover_recovery_starts_a_new_task_on_drain(fake_nomad, ecs_dem
     # the plugin refused the handle (RecoverTask failed), so node 2's client started a second ECS task
     rpcs = [(rpc, err) for rpc, _, _, err in bad.nodes[n2].call_log(a2)]
     assert rpcs[0][0] == "RecoverTask" and rpcs[0][1] and ("StartTask", "") in rpcs
-    bad.close()
 
 
 def test_node_bound_to_a_process_goes_down_when_it_dies():
