@@ -9,6 +9,7 @@ Typical use (see tests/fakenomad/conftest.py for fixtures)::
     ...  # drive it through ecsdemo.nomad.NomadClient(fake.address)
     fake.kill_node(n1); fake.restart_node(n1)     # lost-node scenario
     fake.stop()                                   # joins every thread and closes every port
+    fake.runtime.close()                          # shuts the plugin processes down
 
 Only Nomad's HTTP API is faked; every task runs through a real `nomad-driver-ecs` process per node
 (`PluginRuntime`, tests/fakenomad/plugin_runtime.py) on ECS (moto in tests). A node without a runtime has a
