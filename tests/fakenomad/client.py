@@ -629,6 +629,7 @@ class SimClient:
         self.runners: dict[str, AllocRunner] = {}
         self._log_offsets: dict[tuple[str, str], int] = {}
         self._thread: threading.Thread | None = None
+        self._releaser: threading.Thread | None = None
         self.set_data_dir(data_dir)
 
     def set_data_dir(self, data_dir: Path | None) -> None:
@@ -647,6 +648,9 @@ class SimClient:
     # --- lifecycle ----------------------------------------------------------------------------------
     def start(self) -> None:
         """Agent start: the plugin (first fingerprint), register, restore the local state, run."""
+        if self._releaser is not None:   # the previous incarnation's death is fully processed first
+            self._releaser.join()
+            self._releaser = None
         self.stopping.clear()
         self.synced.clear()
         self.runners = {}
@@ -762,7 +766,8 @@ class SimClient:
                 self.stopping.set()
                 if self.on_death:
                     self.on_death()
-                threading.Thread(target=self._release, daemon=True).start()
+                self._releaser = threading.Thread(target=self._release, daemon=True)
+                self._releaser.start()
                 return
             self._logmon()
             if not self.cl.leader:
