@@ -40,7 +40,7 @@ def run_client_restart(env: ScenarioEnv, res: ScenarioResult) -> None:
         if agent and node.get("Status") == "ready":
             break
         seen.append(f"{checks.node_label(node)} is {node.get('Status')}"
-                    + ("" if agent else ", not run by an agent ecsdemo started"))
+                    + ("" if agent else ", with no running agent that ecsdemo started"))
     else:
         raise ScenarioAbort("no client holding a handed-over allocation can be restarted (" + "; ".join(seen) + ")",
                             hint="ecsdemo only restarts agents it started and that run; `ecsdemo status` shows "
