@@ -163,6 +163,19 @@ def test_client_restart_needs_a_handed_over_allocation(demo_factory):
     assert all(p.poll() is None for p in demo.procs.values())   # no agent was touched
 
 
+def test_client_restart_only_restarts_agents_ecsdemo_started(demo_factory):
+    from ecsdemo import agents as agents_mod
+
+    demo = demo_factory()
+    drained = demo.running_alloc()["NodeID"]
+    assert runner.run("drain", make_env(demo)).ok
+    agents_mod.forget(demo.cfg, demo.names[demo.node_ids.index(drained)])
+    env = make_env(demo)
+    report = runner.run("client-restart", env)
+    assert report.exit_code == 3 and "with no running agent that ecsdemo started" in report.results[0].error
+    assert env.agents.started == [] and all(p.poll() is None for p in demo.procs.values())
+
+
 # --- task-exit ------------------------------------------------------------------------------------
 @pytest.mark.slow
 def test_task_exit_is_reported_and_the_restart_policy_starts_a_new_task(demo_factory):
