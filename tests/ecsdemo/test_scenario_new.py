@@ -280,16 +280,18 @@ def test_outage_with_aws_is_skipped_as_not_applicable(demo_factory):
 
 # --- all ------------------------------------------------------------------------------------------
 @pytest.mark.slow
-def test_all_with_aws_skips_the_outage_and_passes(demo_factory):
+@pytest.mark.parametrize("keep_drained", [False, True])
+def test_all_with_aws_skips_the_outage_and_passes(demo_factory, keep_drained):
     """The demo in AWS mode (its ECS side is still moto here: only the mode changes): every scenario but the
-    outage runs, and the skipped outage does not fail the report."""
+    outage runs, and the skipped outage does not fail the report; nor does undrain skipped for --keep-drained."""
     demo = demo_factory()
-    env = make_env(demo)
+    env = make_env(demo, keep_drained=keep_drained)
     env.cfg = dataclasses.replace(demo.cfg, local=False)
     report = runner.run("all", env)
     assert report.ok and report.exit_code == 0, failures(report)
+    skipped = {"outage"} | ({"undrain"} if keep_drained else set())
     assert [(r.name, r.status) for r in report.results] == [
-        (n, "skipped" if n == "outage" else "passed") for n in runner.ALL_ORDER]
+        (n, "skipped" if n in skipped else "passed") for n in runner.ALL_ORDER]
     assert "with --aws" in report.results[runner.ALL_ORDER.index("outage")].skipped
 
 
