@@ -628,6 +628,7 @@ class SimClient:
         self.synced = threading.Event()
         self.runners: dict[str, AllocRunner] = {}
         self._log_offsets: dict[tuple[str, str], int] = {}
+        self._log_lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._releaser: threading.Thread | None = None
         self.set_data_dir(data_dir)
@@ -816,10 +817,14 @@ class SimClient:
 
     def _logmon(self) -> None:
         """What logmon does: the task's stdout file, as the plugin appends to it, into the fake's log store."""
-        for aid, ar in list(self.runners.items()):
+        for ar in list(self.runners.values()):
+            self._tail(ar)
+
+    def _tail(self, ar: "AllocRunner") -> None:
+        with self._log_lock:
             for tr in ar.tasks:
-                path = self.alloc_dir / aid / "alloc" / "logs" / f"{tr.name}.stdout.0"
-                key = (aid, tr.name)
+                path = self.alloc_dir / ar.alloc_id / "alloc" / "logs" / f"{tr.name}.stdout.0"
+                key = (ar.alloc_id, tr.name)
                 try:
                     size = path.stat().st_size
                 except OSError:
@@ -832,12 +837,14 @@ class SimClient:
                     data = fh.read(size - offset)
                 self._log_offsets[key] = offset + len(data)
                 with self.cl.cond:
-                    self.cl.append_log(aid, tr.name, "stdout", data.decode(errors="replace"))
+                    self.cl.append_log(ar.alloc_id, tr.name, "stdout", data.decode(errors="replace"))
 
     # --- client updates to the servers (Node.UpdateAlloc) --------------------------------------------
     def task_update(self, ar: AllocRunner, task: str | None, fn) -> bool:
         """Apply `fn` to the task's local TaskState, then send the allocation's TaskStates and ClientStatus
-        (alloc_runner.go clientAlloc) as one update. False when this agent is dead."""
+        (alloc_runner.go clientAlloc) as one update. False when this agent is dead. The task's output so
+        far is copied first (Nomad's logs API reads logmon's files, which never lag the task state)."""
+        self._tail(ar)
         with self.cl.cond:
             if not self.alive:
                 return False
