@@ -22,6 +22,7 @@ from typing import Any
 
 from ecsdemo.config import DemoConfig
 from ecsdemo.errors import EcsdemoError
+from ecsdemo.scenarios.model import format_value
 from ecsdemo.watch import TERMINAL, Event, Watcher, short, task_id
 
 # what a scenario step did, from its text (steps are written by ecsdemo.scenarios; waits are not moments)
@@ -219,16 +220,6 @@ def _e(value: Any) -> str:
     return html.escape("-" if value is None else str(value), quote=True)
 
 
-def _fmt(v: Any) -> str:
-    if v is None:
-        return "-"
-    if isinstance(v, dict):
-        return ", ".join(f"{k}={_fmt(x)}" for k, x in v.items() if x is not None)
-    if isinstance(v, list):
-        return " -> ".join(_fmt(x) for x in v)
-    return str(v)
-
-
 def _checklist(report: Any) -> str:
     out = []
     for res in report.results:
@@ -242,8 +233,8 @@ def _checklist(report: Any) -> str:
             mark = '<span class="check-ok">&#10003;</span>' if c.ok else '<span class="check-bad">&#10007;</span>'
             values = ""
             if c.before is not None or c.after is not None:
-                values = (f'<div class="values mono">before: {_e(_fmt(c.before))}<br>'
-                          f'after: {_e(_fmt(c.after))}</div>')
+                values = (f'<div class="values mono">before: {_e(format_value(c.before))}<br>'
+                          f'after: {_e(format_value(c.after))}</div>')
             rows.append(f'<tr class="check" data-ok="{str(c.ok).lower()}"><td>{mark}</td><td>{_e(c.name)}</td>'
                         f"<td>{_e(c.detail)}{values}</td></tr>")
         out.append("<table>" + "".join(rows) + "</table>")

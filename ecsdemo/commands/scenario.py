@@ -14,6 +14,7 @@ from ecsdemo.commands.common import JsonOpt, StateDirOpt
 from ecsdemo.console import RichReporter, console
 from ecsdemo.errors import EcsdemoError
 from ecsdemo.scenarios.env import DEFAULT_OUTAGE_S
+from ecsdemo.scenarios.model import format_value
 from ecsdemo.state import StateDir
 
 
@@ -124,16 +125,6 @@ def _summary(report) -> str:
     return f"run-scenario {report.scenario} failed; " + "; ".join(parts)
 
 
-def _value(v: Any) -> str:
-    if v is None:
-        return "-"
-    if isinstance(v, dict):
-        return ", ".join(f"{k}={_value(x)}" for k, x in v.items() if x is not None)
-    if isinstance(v, list):
-        return " -> ".join(_value(x) for x in v) if all(isinstance(x, str) for x in v) else str(v)
-    return str(v)
-
-
 def print_report(report) -> None:
     """The final checklist: per scenario, each check with its before/after values."""
     for res in report.results:
@@ -146,8 +137,8 @@ def print_report(report) -> None:
         for c in res.checks:
             console.print(f"  {'[green]✓[/green]' if c.ok else '[red]✗[/red]'} {escape(c.name)}: {escape(c.detail)}", soft_wrap=True)
             if c.before is not None or c.after is not None:
-                console.print(f"      before: {_value(c.before)}", soft_wrap=True, markup=False)
-                console.print(f"      after:  {_value(c.after)}", soft_wrap=True, markup=False)
+                console.print(f"      before: {format_value(c.before)}", soft_wrap=True, markup=False)
+                console.print(f"      after:  {format_value(c.after)}", soft_wrap=True, markup=False)
         if res.error:
             console.print(f"  [red]error:[/red] {escape(res.error)}", soft_wrap=True)
             if res.hint:

@@ -31,6 +31,17 @@ class Check:
         return {"name": self.name, "ok": self.ok, "detail": self.detail, "before": self.before, "after": self.after}
 
 
+def format_value(v: Any) -> str:
+    """A check's before/after value as one line of text (the checklist and the HTML report show it alike)."""
+    if v is None:
+        return "-"
+    if isinstance(v, dict):
+        return ", ".join(f"{k}={format_value(x)}" for k, x in v.items() if x is not None)
+    if isinstance(v, list):
+        return " -> ".join(format_value(x) for x in v) if all(isinstance(x, str) for x in v) else str(v)
+    return str(v)
+
+
 class ScenarioAbort(Exception):
     """Stops a scenario: a precondition is not met, or Nomad/ECS did not react in time.
 
