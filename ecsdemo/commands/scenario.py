@@ -5,7 +5,7 @@ from __future__ import annotations
 import json as jsonlib
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Optional
 
 import typer
 from rich.markup import escape
