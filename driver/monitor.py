@@ -49,11 +49,13 @@ class EcsMonitor:
         self.degraded_after = max(3.0, 6 * self.poll_interval)
 
     # -- membership
-    def watch(self, handle: "TaskHandle") -> None:
+    def watch(self, handle: "TaskHandle", poke: bool = True) -> None:
+        """Poll `handle` from now on; `poke=False`: it was just described, the next timed cycle will do."""
         self._watched[handle.task_id] = handle
         if self._loop_task is None or self._loop_task.done():
             self._loop_task = asyncio.get_running_loop().create_task(self._run(), name="ecs-monitor")
-        self.poke()
+        if poke:
+            self.poke()
 
     def unwatch(self, handle: "TaskHandle") -> None:
         if self._watched.get(handle.task_id) is handle:
@@ -78,7 +80,7 @@ class EcsMonitor:
 
     # -- the loop
     async def _run(self) -> None:
-        next_at = self._clock()
+        next_at = self._clock() + self.poll_interval  # a poke (a new task) runs the first cycle sooner
         while True:
             delay = next_at - self._clock()
             if delay > 0 and not self._wake.is_set():

@@ -585,8 +585,9 @@ class TaskManager:
         handle = TaskHandle(info, state, self.notify, recovered=True)
         handle.owner = None
         recovered_at = datetime.now(timezone.utc)
+        desc = None
         try:
-            await self._settle_ownership(handle)
+            desc = await self._settle_ownership(handle)
         except AwsError as exc:
             handle.blind_since = recovered_at
             handle.line(f"cannot read the ownership tags of ECS task {state.task_arn} ({exc}); "
@@ -594,7 +595,10 @@ class TaskManager:
             self._in_background(self._settle_later(handle))
         if info.task_id in self._tasks:  # a concurrent RecoverTask of the same id won
             return self._tasks[info.task_id]
-        self._track(handle)
+        # The description the tags were read from is this task's first observation, so no monitor cycle
+        # is asked for (a mass RecoverTask after a restart would otherwise poll every task once per
+        # recovery); only a task ECS did not describe is looked at by the next cycle right away.
+        self._track(handle, poke=desc is None)
         handle.line(f"recovered ECS task {state.task_arn} (cluster {state.cluster}); monitoring resumes",
                     self._clock())
         if handle.owner is False:
@@ -602,6 +606,8 @@ class TaskManager:
                          "this allocation will not stop it", cluster=state.cluster, owner=handle.owned_by or "")
         else:
             handle.event("Recovered ECS task", cluster=state.cluster, state_format=state.form)
+        if desc is not None:
+            handle.observe(desc, self._clock())
         return handle
 
     async def _describe(self, handle: "TaskHandle") -> dict | None:
@@ -609,13 +615,15 @@ class TaskManager:
         tasks, _ = await self._api(handle).describe_tasks([handle.arn], cluster=handle.state.cluster, tags=True)
         return next((t for t in tasks if t.get("taskArn") == handle.arn), None)
 
-    async def _settle_ownership(self, handle: "TaskHandle", desc: dict | None = None, retry: bool = True) -> None:
-        """Decide `handle.owner` from the task's tags, claiming the task on a hand-over. Raises AwsError."""
+    async def _settle_ownership(self, handle: "TaskHandle", desc: dict | None = None,
+                                retry: bool = True) -> dict | None:
+        """Decide `handle.owner` from the task's tags, claiming the task on a hand-over; returns the
+        description used (None: ECS does not know the task). Raises AwsError."""
         if desc is None:
             desc = await self._describe(handle)
         if desc is None:
             handle.owner = True  # ECS does not know it: nothing to protect; the monitor reports it MISSING
-            return
+            return None
         tags = Ownership.of(desc)
         blind, handle.blind_since = handle.blind_since, None
         if tags.owned_by(handle.task_id):
@@ -630,6 +638,7 @@ class TaskManager:
             handle.owner, handle.owned_by = True, None
             handle.claim, handle.claim_basis = tags.claimed_by(handle.task_id), tags.owner
             await self._write_claim(handle, retry)
+        return desc
 
     async def _write_claim(self, handle: "TaskHandle", retry: bool) -> None:
         if handle.claim is None:
@@ -665,10 +674,10 @@ class TaskManager:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    def _track(self, handle: TaskHandle) -> None:
+    def _track(self, handle: TaskHandle, poke: bool = True) -> None:
         self._tasks[handle.task_id] = handle
         if handle.running:
-            self.monitor.watch(handle)
+            self.monitor.watch(handle, poke=poke)
 
     # -- WaitTask
     async def wait(self, task_id: str) -> ExitInfo:

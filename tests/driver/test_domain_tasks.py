@@ -243,14 +243,16 @@ def test_monitor_batches_describe_calls(world):
         for i, arn in enumerate(arns):
             await mgr.recover(info(i), blob(arn))
         await mgr.recover(info(999), blob(arns[0]))  # a second entry for one ARN costs nothing extra
-        while any(mgr.get(info(i).task_id).last_status is None for i in range(150)):
-            await asyncio.sleep(0.05)  # the cycle the recoveries asked for has run
-        before_cycles, before_calls = mgr.monitor.cycles, mgr.monitor.describe_calls
+        # each RecoverTask's own DescribeTasks (the ownership tags) is the task's first observation:
+        # recovering 151 tasks asks for no monitor cycle (and none is timed: poll 60 s)
+        recovered = [mgr.get(info(i).task_id).last_status for i in range(150)]
+        recovery_cycles = mgr.monitor.cycles
         await mgr.monitor.cycle()
-        return mgr.monitor.cycles - before_cycles, mgr.monitor.describe_calls - before_calls, \
+        return recovery_cycles, mgr.monitor.cycles - recovery_cycles, mgr.monitor.describe_calls, recovered, \
             [mgr.get(info(i).task_id).last_status for i in range(150)]
 
-    cycles, calls, statuses = run(world, body, poll=60)  # no timed cycle during the test
+    recovery_cycles, cycles, calls, recovered, statuses = run(world, body, poll=60)
+    assert recovery_cycles == 0 and set(recovered) == {"RUNNING"}
     assert cycles == 1 and calls == 2  # 150 distinct ARNs: ceil(150/100)
     assert set(statuses) == {"RUNNING"}
 
