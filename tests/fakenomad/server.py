@@ -86,6 +86,7 @@ class _Base(BaseHTTPRequestHandler):
 
     def _send(self, status: int, body: bytes, content_type: str, index: int | None = None,
               read: bool = False) -> None:
+        self._rec.status = status  # recorded before the client can see the answer (and look at the record)
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
@@ -96,7 +97,6 @@ class _Base(BaseHTTPRequestHandler):
             self.send_header("X-Nomad-LastContact", "0")
         self.end_headers()
         self.wfile.write(body)
-        self._rec.status = status
 
     def _handle(self, method: str) -> None:
         parts = urlsplit(self.path)
@@ -434,11 +434,11 @@ class NomadHandler(_Base):
                 raise _err(404, f'task "{task}" not started yet. No logs available')
             data = bytes(cl.logs.get((alloc_id, task, kind), b""))
         pos = max(0, len(data) - offset) if origin == "end" else min(offset, len(data))
+        self._rec.status = 200
         self.send_response(200)
         self.send_header("Content-Type", "text/plain; charset=utf-8" if plain else "application/json")
         self.send_header("Transfer-Encoding", "chunked")
         self.end_headers()
-        self._rec.status = 200
         file_name = f"alloc/logs/{task}.{kind}.0"
 
         def emit(chunk: bytes, at: int) -> None:
