@@ -320,10 +320,18 @@ def test_drivers_healthy_again():
     assert not checks.check_drivers_healthy([]).ok
 
 
-def test_observe_looks_for_the_whole_time():
-    from ecsdemo.scenarios.waits import observe
+def test_observe_looks_for_the_whole_time(monkeypatch):
+    from types import SimpleNamespace
 
+    from ecsdemo.scenarios import waits
+
+    now = [100.0]  # a clock only observe's sleeps move: the count does not depend on the machine's load
+    monkeypatch.setattr(waits, "time", SimpleNamespace(monotonic=lambda: now[0],
+                                                       sleep=lambda s: now.__setitem__(0, now[0] + s)))
     seen = []
-    start = time.monotonic()
-    n = observe(0.3, 0.05, lambda: seen.append(time.monotonic()))
-    assert n == len(seen) >= 4 and time.monotonic() - start >= 0.3 and seen[-1] - start >= 0.25
+    n = waits.observe(0.5, 0.125, lambda: seen.append(now[0] - 100.0))  # binary-exact steps
+    assert n == len(seen) == 5 and seen == [0.0, 0.125, 0.25, 0.375, 0.5]
+    seen.clear()
+    n = waits.observe(0.3, 0.125, lambda: seen.append(now[0] - 100.5))
+    assert n == 4 and seen[-1] == pytest.approx(0.3)  # the last look is at the end, not one interval early
+    assert waits.observe(0, 0.125, lambda: None) == 1  # at least once
