@@ -234,22 +234,6 @@ def outage_demo(outage_moto, tmp_path, request):
 
 
 @pytest.mark.slow
-def test_outage_drivers_turn_unhealthy_and_the_task_keeps_running(outage_demo):
-    demo, proc = outage_demo
-    arn = task_arn(demo.running_alloc(), TASK_NAME)
-    report = runner.run("outage", make_env(demo, outage_for=8.0))
-    assert report.ok, failures(report)
-    assert local.is_healthy(proc.url)
-    c = checks_of(report, "outage")
-    reasons = c["every client's ecs driver turned unhealthy with a reason"].after
-    assert set(reasons) == {f"{n} ({i[:8]})" for n, i in zip(demo.names, demo.node_ids)}
-    assert all("no answer" in r or "endpoint" in r for r in reasons.values()), reasons
-    assert c["allocation still running (through the outage)"].ok
-    assert c["every client's ecs driver healthy again"].ok
-    assert demo.running_ecs() == [arn]
-
-
-@pytest.mark.slow
 def test_outage_too_short_for_the_fingerprint_fails_and_says_why(outage_demo):
     demo, proc = outage_demo
     report = runner.run("outage", make_env(demo, outage_for=1.0))
@@ -280,11 +264,14 @@ def test_outage_with_aws_is_skipped_as_not_applicable(demo_factory):
 
 # --- all ------------------------------------------------------------------------------------------
 @pytest.mark.slow
-@pytest.mark.parametrize("keep_drained", [False, True])
-def test_all_with_aws_skips_the_outage_and_passes(demo_factory, keep_drained):
+@pytest.mark.parametrize("keep_drained, version", [(False, "1.4.3"), (True, "1.6.5")])
+def test_all_with_aws_skips_the_outage_and_passes(demo_factory, keep_drained, version):
     """The demo in AWS mode (its ECS side is still moto here: only the mode changes): every scenario but the
-    outage runs, and the skipped outage does not fail the report; nor does undrain skipped for --keep-drained."""
-    demo = demo_factory()
+    outage runs, and the skipped outage does not fail the report; nor does undrain skipped for --keep-drained.
+    On 1.1-1.5 the lost-node client, back, stops its old allocation normally instead of detaching; the ECS
+    task is the replacement's by then, so nothing may stop it either way."""
+    demo = demo_factory(version=version)
+    first = demo.running_alloc()
     env = make_env(demo, keep_drained=keep_drained)
     env.cfg = dataclasses.replace(demo.cfg, local=False)
     report = runner.run("all", env)
@@ -293,13 +280,18 @@ def test_all_with_aws_skips_the_outage_and_passes(demo_factory, keep_drained):
     assert [(r.name, r.status) for r in report.results] == [
         (n, "skipped" if n in skipped else "passed") for n in runner.ALL_ORDER]
     assert "with --aws" in report.results[runner.ALL_ORDER.index("outage")].skipped
+    # client-restart followed lost-node: it restarted the client that lost its allocation
+    lost = checks_of(report, "lost-node")["old allocation lost"].after
+    restarted = checks_of(report, "client-restart")["client back with the same node ID"].after
+    assert restarted["reported_id"] == lost["node_id"] and first["ID"] != lost["id"]
+    assert demo.running_ecs() == []
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("outage_demo", ["1.6.5", "1.4.3"], indirect=True)
 def test_all_in_the_new_order_through_the_real_plugin(outage_demo):
-    """On 1.1-1.5 the lost-node client, back, stops its old allocation normally instead of detaching;
-    the ECS task is the replacement's by then, so nothing may stop it either way."""
+    """Local mode on 1.6+, with the outage: each client's driver turns unhealthy with the plugin's reason and
+    the task keeps running through it (the 1.1-1.5 path is the AWS-mode test above: the outage does not
+    depend on the version)."""
     demo, proc = outage_demo
     first = demo.running_alloc()
     report = runner.run("all", make_env(demo, outage_for=8.0))
@@ -313,6 +305,13 @@ def test_all_in_the_new_order_through_the_real_plugin(outage_demo):
     restarted = checks_of(report, "client-restart")["client back with the same node ID"].after
     assert restarted["reported_id"] == lost["node_id"]
     assert first["ID"] != lost["id"]
+    c = checks_of(report, "outage")
+    reasons = c["every client's ecs driver turned unhealthy with a reason"].after
+    assert set(reasons) == {f"{n} ({i[:8]})" for n, i in zip(demo.names, demo.node_ids)}
+    assert all("no answer" in r or "endpoint" in r for r in reasons.values()), reasons
+    assert c["allocation still running (through the outage)"].ok
+    assert c["every client's ecs driver healthy again"].ok
+    assert c["the same ECS task RUNNING"].ok
     assert demo.running_ecs() == [] and local.is_healthy(proc.url)
 
 
