@@ -13,7 +13,7 @@ from ecsdemo.local import free_port
 from ecsdemo.nomad import (NomadAPIError, NomadClient, NomadUnavailable, decode_driver_state, iter_log_frames,
                            live_allocation, node_draining, node_ecs_driver, task_arn)
 from tests.fakenomad import FakeNomad, Timings
-from tests.fakenomad.fixtures import ecs_demo, fake_nomad, nomad_cluster  # noqa: F401
+from tests.fakenomad.fixtures import fake_nomad, module_aws, nomad_cluster, shared_aws, shared_ecs_demo  # noqa: F401 - one ECS setup per module
 
 JOB = "nomad-ecs-demo"
 TASK = "http-server"

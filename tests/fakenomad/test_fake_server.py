@@ -10,6 +10,7 @@ import pytest
 
 from ecsdemo.nomad import NomadClient, node_draining, task_arn
 from tests.fakenomad import FakeNomad, Timings
+from tests.fakenomad.fixtures import module_aws, shared_aws, shared_ecs_demo  # noqa: F401 - one ECS setup per module
 from tests.fakenomad.scripted_client import (TASK, add_node, heartbeat_again, report_dead, report_failed,
                                              report_running, stop_heartbeats)
 from tests.fakenomad.wire import NS

@@ -13,6 +13,7 @@ import pytest
 import requests
 
 from tests.fakenomad import FakeNomad, Timings
+from tests.fakenomad.fixtures import module_aws, shared_aws, shared_ecs_demo  # noqa: F401 - one ECS setup per module
 from tests.fakenomad.scripted_client import add_node, report_running
 from tests.fakenomad.wire import omitempty, parse_go_duration, rfc3339nano
 
