@@ -145,6 +145,11 @@ class EcsApi:
         return await self._call(
             lambda: self._ecs().describe_task_definition(taskDefinition=task_definition)["taskDefinition"])
 
+    async def task_tags(self, arn: str) -> list[dict]:
+        """ListTagsForResource on a task ARN: its tags as [{"key", "value"}]."""
+        resp = await self._call(lambda: self._ecs().list_tags_for_resource(resourceArn=arn))
+        return resp.get("tags") or []
+
     async def tag_task(self, arn: str, tags: dict[str, str]) -> None:
         """TagResource on a task ARN: upserts each key (other tags are left as they are)."""
         await self._call(lambda: self._ecs().tag_resource(

@@ -612,8 +612,15 @@ class TaskManager:
 
     async def _describe(self, handle: "TaskHandle") -> dict | None:
         """The task's description with its tags (None: ECS does not know it). Raises AwsError."""
-        tasks, _ = await self._api(handle).describe_tasks([handle.arn], cluster=handle.state.cluster, tags=True)
-        return next((t for t in tasks if t.get("taskArn") == handle.arn), None)
+        api = self._api(handle)
+        tasks, _ = await api.describe_tasks([handle.arn], cluster=handle.state.cluster, tags=True)
+        desc = next((t for t in tasks if t.get("taskArn") == handle.arn), None)
+        if desc is not None and "tags" not in desc:
+            # Asked with include=TAGS, an answer always has `tags` (`[]` for an untagged task); moto drops
+            # the key when another DescribeTasks without TAGS runs at the same time (its response filter is
+            # shared by all requests). Taken for "no owner", that would claim the task back: ask directly.
+            desc = {**desc, "tags": await api.task_tags(handle.arn)}
+        return desc
 
     async def _settle_ownership(self, handle: "TaskHandle", desc: dict | None = None,
                                 retry: bool = True) -> dict | None:

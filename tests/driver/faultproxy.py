@@ -9,6 +9,7 @@ unless a fault is set:
     proxy.fault("refuse")         the port stops listening: connection refused
     proxy.fault(None)             back to plain forwarding (listening again on the same port)
     proxy.rewrite_status("RUNNING")  DescribeTasks answers report that lastStatus (ECS slow to stop)
+    proxy.drop_tags(True)          DescribeTasks answers lose their `tags` key (as moto's under concurrency)
 
 `proxy.counts` counts forwarded and faulted requests by ECS action (X-Amz-Target) and `proxy.log` keeps
 (time, action) of each, so tests and the benchmark can see how many DescribeTasks calls the plugin makes
@@ -39,6 +40,7 @@ class FaultProxy:
         self._mode: str | None = None
         self._delay = 0.0
         self._status: str | None = None
+        self._drop_tags = False
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -63,6 +65,10 @@ class FaultProxy:
     def rewrite_status(self, status: str | None) -> None:
         with self._lock:
             self._status = status
+
+    def drop_tags(self, on: bool) -> None:
+        with self._lock:
+            self._drop_tags = on
 
     def count(self, action: str) -> int:
         return self.counts[action]
@@ -118,7 +124,7 @@ class FaultProxy:
         body = req.rfile.read(length) if length else b""
         action = (req.headers.get("X-Amz-Target") or "").rsplit(".", 1)[-1] or req.path
         with self._lock:
-            mode, delay, status = self._mode, self._delay, self._status
+            mode, delay, status, drop_tags = self._mode, self._delay, self._status, self._drop_tags
             self.counts[action] += 1
             self.log.append((time.monotonic(), action))
         if mode == "refuse":
@@ -146,10 +152,13 @@ class FaultProxy:
             resp = conn.getresponse()
             data = resp.read()
             out_headers = {k: v for k, v in resp.getheaders() if k.lower() not in _HOP}
-            if status and action == "DescribeTasks" and resp.status == 200:
+            if (status or drop_tags) and action == "DescribeTasks" and resp.status == 200:
                 doc = json.loads(data)
                 for t in doc.get("tasks") or []:
-                    t["lastStatus"] = status
+                    if status:
+                        t["lastStatus"] = status
+                    if drop_tags:
+                        t.pop("tags", None)
                 data = json.dumps(doc).encode()
             self._reply(req, resp.status, data, out_headers)
         except (OSError, http.client.HTTPException) as exc:

@@ -384,3 +384,37 @@ def test_a_recovery_that_could_not_read_the_tags_yields_to_a_later_claim(world, 
     tags = {t["key"]: t["value"] for t in world.describe_tags(a.arn)}
     assert tags[OWNER_TAG] == c.task_id
     assert world.describe(a.arn)["lastStatus"] == "RUNNING"
+
+
+def test_an_answer_without_its_tags_is_not_taken_for_an_unowned_task(world, moto_url):
+    """A tracks its task; B takes it over. A's re-reads of the tags get DescribeTasks answers without
+    their `tags` key (moto's, when another DescribeTasks without TAGS runs at the same time): A must not
+    take the task back, and its forced destroy must not stop it."""
+    import faultproxy
+
+    with faultproxy.FaultProxy(moto_url) as proxy:
+        async def main():
+            direct = EcsApi(EcsTarget(world.cluster, world.aws.region, world.aws.url), max_attempts=2)
+            tagless = EcsApi(EcsTarget(world.cluster, world.aws.region, proxy.url), max_attempts=2)
+            ma, mb = (TaskManager(api, Recorder(), poll_interval=POLL) for api in (tagless, direct))
+            async def body():
+                a = await ma.start(info(1), world.task_config_bytes())
+                b = await mb.recover(info(2, alloc="bbbbbbbb-0000-0000-0000-000000000000"), a.state.encode())
+                proxy.drop_tags(True)
+                assert await ma.recover(info(1), a.state.encode()) is a  # still tracked: re-reads the tags
+                owner_after_recover = a.owner
+                await ma.destroy(a.task_id, force=True)
+                return a, b, owner_after_recover
+            try:
+                return await asyncio.wait_for(body(), 30)
+            finally:
+                for m in (ma, mb):
+                    await m.close()
+                direct.close()
+                tagless.close()
+        a, b, owner_after_recover = asyncio.run(main())
+    assert proxy.count("ListTagsForResource") >= 1
+    assert (owner_after_recover, a.owned_by, a.detached) == (False, b.task_id, True)
+    tags = {t["key"]: t["value"] for t in world.describe_tags(a.arn)}
+    assert tags[OWNER_TAG] == b.task_id
+    assert world.describe(a.arn)["lastStatus"] == "RUNNING"
