@@ -24,7 +24,7 @@ from typing import Iterator
 
 import psutil
 
-from ecsdemo import procs
+from ecsdemo import binaries, procs
 from ecsdemo.config import DemoConfig
 from ecsdemo.errors import EcsdemoError
 
@@ -68,13 +68,9 @@ class AgentSpec:
 
 # --- the binary and the environment -----------------------------------------------------------------
 def nomad_bin() -> str:
-    from ecsdemo.doctor import nomad_binary
-
-    binary = nomad_binary()
+    binary = binaries.nomad_binary()
     if binary is None:
-        from ecsdemo.binaries import locate
-
-        raise EcsdemoError(f"nomad is not installed: {locate('nomad').why_not()}",
+        raise EcsdemoError(f"nomad is not installed: {binaries.locate('nomad').why_not()}",
                            hint="run `ecsdemo install nomad` (or `ecsdemo up`, which installs it), or set "
                                 "ECSDEMO_NOMAD_BIN; `ecsdemo doctor` checks it")
     return binary

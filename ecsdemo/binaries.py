@@ -144,6 +144,16 @@ def locate(product: str) -> Located:
     return Located(product, None, skipped)
 
 
+def nomad_binary() -> str | None:
+    """The nomad executable the agents run ($ECSDEMO_NOMAD_BIN, else PATH, else ecsdemo's cache), or None.
+    An executable named by the variable is run whatever its version: that is the user's explicit choice, and
+    judging its version is the doctor's `nomad` check."""
+    override = os.environ.get(releases.BIN_ENV["nomad"])
+    if override:
+        return override if (os.path.isfile(override) and os.access(override, os.X_OK)) else None
+    return locate("nomad").path
+
+
 def ensure(product: str, reporter, install: bool = True, releases_url: str | None = None,
            releases_key: str | Path | None = None, on_bytes: releases.OnBytes | None = None) -> Located:
     """A usable `product`: found (env, PATH, cache) or, unless `install` is False, installed into the cache

@@ -43,16 +43,6 @@ def blocking_failures(checks: list[Check]) -> list[Check]:
     return [c for c in checks if not c.ok and c.blocking]
 
 
-def nomad_binary() -> str | None:
-    """The nomad executable ecsdemo runs ($ECSDEMO_NOMAD_BIN, else PATH, else ecsdemo's cache), or None."""
-    from ecsdemo import binaries
-
-    override = os.environ.get("ECSDEMO_NOMAD_BIN")
-    if override:   # the user's explicit choice (its version is the nomad check's business)
-        return override if (os.path.isfile(override) and os.access(override, os.X_OK)) else None
-    return binaries.locate("nomad").path
-
-
 # --- the checks ------------------------------------------------------------------------------------
 def _binary_check(product: str, auto_install: bool) -> Check:
     """The check for `product`'s binary: where it comes from (env, PATH, ecsdemo cache) and its version."""
