@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.driver.host import PluginHost, agent_start
+from tests.support.plugin_host import PluginHost, agent_start
 
 
 class PluginHosts:

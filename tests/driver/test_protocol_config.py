@@ -10,7 +10,7 @@ from hypothesis import given, strategies as st
 from driver import __version__
 from driver.pb import base_pb2, driver_pb2, hclspec_pb2 as hs
 from driver.plugin_config import ConfigError, decode_plugin_config, parse_duration
-from tests.driver.host import CtyError, cty_msgpack, cty_value
+from ecsdemo.driverctl import CtyError, cty_msgpack, cty_value
 
 FULL = {"enabled": None, "cluster": None, "region": None, "endpoint": None, "poll_interval": "5s",
         "fingerprint_interval": "30s", "log_level": None}

@@ -21,7 +21,8 @@ import pytest
 
 from driver.pb import base_pb2, driver_pb2
 from driver.tasks import OWNER_TAG
-from tests.driver.host import PLUGIN_EXE, cty_msgpack
+from ecsdemo.driverctl import cty_msgpack
+from tests.support.plugin_host import PLUGIN_EXE
 from tests.driver.test_lifecycle_support import world  # noqa: F401  (fixture)
 
 GOPATH = Path("/usr/share/gocode")

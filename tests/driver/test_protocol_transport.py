@@ -15,7 +15,7 @@ import pytest
 
 from driver.pb import driver_pb2, go_plugin_pb2, go_plugin_pb2_grpc
 from ecsdemo.driverctl import MAGIC_COOKIE_KEY, NOMAD_ENV, Handshake, PluginError
-from tests.driver.host import PLUGIN_EXE, PluginHost
+from tests.support.plugin_host import PLUGIN_EXE, PluginHost
 
 HANDSHAKE = re.compile(r"^1\|2\|unix\|(/[^|]+)\|grpc\|$")
 TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}(Z|[+-]\d\d:\d\d)$")

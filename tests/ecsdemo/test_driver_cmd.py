@@ -126,7 +126,7 @@ def test_cli_serve_needs_the_cookie(tmp_path):
 
 
 def test_cli_serve_speaks_go_plugin(tmp_path):
-    from tests.driver.host import PluginHost
+    from tests.support.plugin_host import PluginHost
 
     host = PluginHost(tmp_path, argv=[sys.executable, "-m", "ecsdemo", "driver", "serve"])
     try:

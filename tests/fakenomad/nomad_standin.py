@@ -35,12 +35,12 @@ import hcl2
 import psutil
 
 from driver.pb import base_pb2
-from tests.driver.host import PluginHost, agent_start
 from tests.fakenomad.fake import FakeNomad
 from tests.fakenomad.model import Timings
 from tests.fakenomad.plugin_runtime import AttachedRuntime, ReattachedProcess
 from tests.fakenomad.server import _Base, _err, HttpServer
 from tests.fakenomad.wire import NS, parse_go_duration
+from tests.support.plugin_host import PluginHost, agent_start
 
 REGISTER_PATH = "/v1/fake/register"
 DEREGISTER_PATH = "/v1/fake/deregister"

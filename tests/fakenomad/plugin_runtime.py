@@ -37,7 +37,7 @@ from google.protobuf.duration_pb2 import Duration
 
 from driver.pb import base_pb2, driver_pb2, recoverable_error_pb2
 from ecsdemo.driverctl import Handshake, PluginProcess, cty_msgpack
-from tests.driver.host import PluginHost, agent_start
+from tests.support.plugin_host import PluginHost, agent_start
 
 DETACH = "DETACH"           # plugins/drivers/driver.go DetachSignal
 RPC_TIMEOUT = 30.0

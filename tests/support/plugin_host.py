@@ -25,8 +25,7 @@ from pathlib import Path
 from typing import Callable, Mapping
 
 from driver.pb import base_pb2, driver_pb2
-from ecsdemo.driverctl import (NOMAD_ENV, CtyError, Handshake, PluginError, PluginProcess,  # noqa: F401 (re-exported)
-                               cty_msgpack, cty_value)
+from ecsdemo.driverctl import PluginProcess, cty_msgpack
 
 PLUGIN_EXE = Path(sys.executable).parent / "nomad-driver-ecs"   # the installed console script
 # Keep the AWS SDK from probing the EC2 metadata service (1 s timeouts) when a test has no credentials.
