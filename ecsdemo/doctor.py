@@ -11,32 +11,13 @@ from __future__ import annotations
 
 import os
 import socket
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from ecsdemo.check import Check
 from ecsdemo.config import CONFIG_FILE, DemoConfig
 from ecsdemo.errors import EcsdemoError
 
 REGISTRY = ("registry.terraform.io", 443)
-
-
-@dataclass
-class Check:
-    name: str
-    ok: bool
-    detail: str
-    hint: str | None = None
-    blocking: bool = True   # a failed blocking check stops `up`; a failed non-blocking one is a warning
-    source: str | None = None    # binaries: where it comes from ("env", "PATH", "ecsdemo cache")
-    version: str | None = None   # binaries: the version found
-    path: str | None = None      # binaries: the executable
-
-    def to_json(self) -> dict:
-        data = asdict(self)
-        for key in ("source", "version", "path"):
-            if data[key] is None:
-                del data[key]
-        return data
 
 
 def blocking_failures(checks: list[Check]) -> list[Check]:
@@ -102,7 +83,8 @@ def check_terraform(cfg: DemoConfig, auto_install: bool = True) -> list[Check]:
     elif _reachable(*REGISTRY):
         checks.append(Check("aws provider", True, "the Terraform registry is reachable"))
     else:
-        checks.append(Check("aws provider", False, "the Terraform registry is not reachable and no local mirror is given",
+        checks.append(Check("aws provider", False,
+                            "the Terraform registry is not reachable and no local mirror is given",
                             hint="set ECSDEMO_TF_PLUGIN_DIR to a provider mirror (e.g. /opt/tf-plugins)"))
     return checks
 
@@ -191,7 +173,8 @@ def check_state_dir(cfg: DemoConfig, agents_file: str = "agents.json") -> list[C
             problems.append(exc.message)
     if problems:
         checks.append(Check("state directory", False, "; ".join(problems),
-                            hint="if nothing is running, remove the state directory; otherwise fix or delete that file"))
+                            hint="if nothing is running, remove the state directory; "
+                                 "otherwise fix or delete that file"))
     else:
         checks.append(Check("state directory", True, detail))
     if not problems:

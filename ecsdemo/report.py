@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ecsdemo.check import format_value
 from ecsdemo.config import DemoConfig
 from ecsdemo.errors import EcsdemoError
-from ecsdemo.scenarios.model import format_value
 from ecsdemo.watch import TERMINAL, Event, Watcher, short, task_id
 
 # what a scenario step did, from its text (steps are written by ecsdemo.scenarios; waits are not moments)

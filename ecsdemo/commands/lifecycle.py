@@ -60,7 +60,7 @@ def register(app: typer.Typer) -> None:
         checks = doc.run_checks(cfg)
         blocking = doc.blocking_failures(checks)
         if json:
-            _json({"ok": not blocking, "checks": [c.to_json() for c in checks]})
+            _json({"ok": not blocking, "checks": [c.doctor_json() for c in checks]})
         else:
             print_checks(checks)
             if blocking:

@@ -10,11 +10,11 @@ from typing import Annotated, Optional
 import typer
 from rich.markup import escape
 
+from ecsdemo.check import format_value
 from ecsdemo.commands.common import JsonOpt, StateDirOpt
 from ecsdemo.console import RichReporter, console
 from ecsdemo.errors import EcsdemoError
 from ecsdemo.scenarios.env import DEFAULT_OUTAGE_S
-from ecsdemo.scenarios.model import format_value
 from ecsdemo.state import StateDir
 
 

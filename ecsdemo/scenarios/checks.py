@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
+from ecsdemo.check import Check
 from ecsdemo.nomad import TERMINAL_CLIENT_STATUSES, node_draining, node_ecs_driver, task_arn
-from ecsdemo.scenarios.model import Check
 
 STOP_REASON_PREFIX = "Stopped by Nomad"
 CLIENT_TERMINAL = TERMINAL_CLIENT_STATUSES

@@ -12,34 +12,11 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from ecsdemo.check import Check
+
 EXIT_OK = 0
 EXIT_CHECK_FAILED = 1        # a check failed, or Nomad/ECS did not do something within the timeout
 EXIT_PRECONDITION = 3        # the scenario could not start: nothing was changed
-
-
-@dataclass
-class Check:
-    """One verified fact. `before`/`after` are the values compared (ids, ARNs, statuses)."""
-
-    name: str
-    ok: bool
-    detail: str = ""
-    before: Any = None
-    after: Any = None
-
-    def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "ok": self.ok, "detail": self.detail, "before": self.before, "after": self.after}
-
-
-def format_value(v: Any) -> str:
-    """A check's before/after value as one line of text (the checklist and the HTML report show it alike)."""
-    if v is None:
-        return "-"
-    if isinstance(v, dict):
-        return ", ".join(f"{k}={format_value(x)}" for k, x in v.items() if x is not None)
-    if isinstance(v, list):
-        return " -> ".join(format_value(x) for x in v) if all(isinstance(x, str) for x in v) else str(v)
-    return str(v)
 
 
 class ScenarioAbort(Exception):
@@ -102,7 +79,7 @@ class ScenarioResult:
         return {
             "scenario": self.name, "status": self.status, "ok": self.ok, "error": self.error, "hint": self.hint,
             "skipped": self.skipped, "duration_s": round(self.duration_s, 3),
-            "checks": [c.to_json() for c in self.checks], "steps": list(self.steps),
+            "checks": [c.scenario_json() for c in self.checks], "steps": list(self.steps),
         }
 
 
