@@ -21,7 +21,8 @@ from ecsdemo.scenarios.checks import short
 from ecsdemo.scenarios.common import get_node, preflight, wait_node
 from ecsdemo.scenarios.env import ScenarioEnv
 from ecsdemo.scenarios.model import ScenarioAbort, ScenarioResult
-from ecsdemo.scenarios.waits import EcsSampler, wait_until
+from ecsdemo.scenarios.sampler import EcsSampler
+from ecsdemo.waiting import wait_until
 
 NO_HANDOVER_HINT = ("run `ecsdemo run-scenario drain` or `ecsdemo run-scenario lost-node` first: the client that "
                     "gave the allocation up keeps it in its state, and that is what a restart restores")
@@ -57,7 +58,7 @@ def run_client_restart(env: ScenarioEnv, res: ScenarioResult) -> None:
             reported = wait_until(f"client agent {agent} did not answer on its HTTP port",
                                   lambda _: env.agents.node_id(agent), lambda v: v is not None, env.options.timeout,
                                   lambda v: "", interval=env.options.poll_interval,
-                                  hint=f"see the log of {agent} in the state directory")
+                                  hint=f"see the log of {agent} in the state directory", error=ScenarioAbort)
             back = (wait_node(env, node["ID"], "ready", f"node {label} is not ready", hint=f"see the log of {agent}")
                     if reported == node["ID"] else get_node(env, node["ID"]))
         with env.step(res, f"Watch the ECS task for {env.options.settle:g}s while the client restores its allocations"):

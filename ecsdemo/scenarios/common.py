@@ -11,7 +11,7 @@ from ecsdemo.scenarios import checks
 from ecsdemo.scenarios.checks import short
 from ecsdemo.scenarios.env import ScenarioEnv
 from ecsdemo.scenarios.model import ScenarioAbort, ScenarioResult
-from ecsdemo.scenarios.waits import wait_until
+from ecsdemo.waiting import wait_until
 
 
 @dataclass
@@ -81,7 +81,7 @@ def preflight(env: ScenarioEnv, res: ScenarioResult) -> Baseline:
             lambda al: bool(with_arn(al)), env.options.timeout,
             lambda al: "allocations: " + (", ".join(f"{short(a['ID'])} {a.get('DesiredStatus')}/{a.get('ClientStatus')}"
                                                     for a in al or []) or "none"),
-            interval=env.options.poll_interval, hint="see `ecsdemo status` and the client logs")
+            interval=env.options.poll_interval, hint="see `ecsdemo status` and the client logs", error=ScenarioAbort)
     except ScenarioAbort as exc:
         exc.precondition = True
         raise
@@ -157,7 +157,7 @@ def wait_replacement(env: ScenarioEnv, base: Baseline, watch: AllocWatch, what: 
         return text
 
     wait_until(what, fetch, done, env.options.timeout, explain, interval=env.options.poll_interval,
-               hint="see `ecsdemo status` and the agents' logs in the state directory")
+               hint="see `ecsdemo status` and the agents' logs in the state directory", error=ScenarioAbort)
     new = env.nomad.allocation(state["new"]["ID"]) or state["new"]
     old = env.nomad.allocation(base.alloc_id) or state["old"] or base.alloc
     return new, old
@@ -173,14 +173,14 @@ def wait_node(env: ScenarioEnv, node_id: str, status: str, what: str, hint: str 
 
     return wait_until(what, fetch, lambda n: n.get("Status") == status, env.options.timeout,
                       lambda n: f"node {checks.node_label(n, node_id)} is {(n or {}).get('Status')}",
-                      interval=env.options.poll_interval, hint=hint)
+                      interval=env.options.poll_interval, hint=hint, error=ScenarioAbort)
 
 
 def wait_ecs_stopped(env: ScenarioEnv, arn: str, what: str) -> dict | None:
     return wait_until(what, lambda _: env.ecs.describe(arn),
                       lambda t: t is None or t.get("lastStatus") == "STOPPED", env.options.timeout,
                       lambda t: f"it is {t.get('lastStatus') if t else 'unknown'}",
-                      interval=env.options.poll_interval)
+                      interval=env.options.poll_interval, error=ScenarioAbort)
 
 
 def ecs_checks(env: ScenarioEnv, res: ScenarioResult, base: Baseline, new: dict, samples: list[str]) -> None:

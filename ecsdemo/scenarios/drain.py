@@ -4,11 +4,17 @@ from __future__ import annotations
 
 from ecsdemo.scenarios import checks
 from ecsdemo.scenarios.checks import short
-from ecsdemo.scenarios.common import (AllocWatch, ecs_checks, ensure_other_eligible, get_node, preflight,
-                                      wait_replacement)
+from ecsdemo.scenarios.common import (
+    AllocWatch,
+    ecs_checks,
+    ensure_other_eligible,
+    get_node,
+    preflight,
+    wait_replacement,
+)
 from ecsdemo.scenarios.env import ScenarioEnv
 from ecsdemo.scenarios.model import ScenarioResult
-from ecsdemo.scenarios.waits import EcsSampler
+from ecsdemo.scenarios.sampler import EcsSampler
 
 
 def run_drain(env: ScenarioEnv, res: ScenarioResult, undrain_after: bool = True) -> str:
@@ -53,7 +59,8 @@ def run_undrain(env: ScenarioEnv, res: ScenarioResult, node_id: str) -> None:
     with env.step(res, f"Disable the drain on {checks.node_label(before)}"):
         env.nomad.undrain(node_id)
     after = get_node(env, node_id)
-    res.check("node eligible again", after.get("SchedulingEligibility") == "eligible" and not checks.node_draining(after),
+    eligible = after.get("SchedulingEligibility") == "eligible" and not checks.node_draining(after)
+    res.check("node eligible again", eligible,
               f"{checks.node_label(after)} is {after.get('SchedulingEligibility')}"
               + (", still draining" if checks.node_draining(after) else ""),
               checks.node_summary(before), checks.node_summary(after))

@@ -5,11 +5,19 @@ from __future__ import annotations
 
 from ecsdemo.scenarios import checks
 from ecsdemo.scenarios.checks import short
-from ecsdemo.scenarios.common import (AllocWatch, Baseline, ecs_checks, ensure_other_eligible,
-                                      preflight, wait_node, wait_replacement)
+from ecsdemo.scenarios.common import (
+    AllocWatch,
+    Baseline,
+    ecs_checks,
+    ensure_other_eligible,
+    preflight,
+    wait_node,
+    wait_replacement,
+)
 from ecsdemo.scenarios.env import ScenarioEnv
 from ecsdemo.scenarios.model import ScenarioAbort, ScenarioResult
-from ecsdemo.scenarios.waits import EcsSampler, wait_until
+from ecsdemo.scenarios.sampler import EcsSampler
+from ecsdemo.waiting import wait_until
 
 DOWN_HINT = ("Nomad marks a node down after the heartbeat TTL plus heartbeat_grace (10-30s with the defaults); "
              "raise --timeout or check the server log")
@@ -64,7 +72,7 @@ def _restart(env: ScenarioEnv, res: ScenarioResult, base: Baseline, agent: str, 
                 lambda _: env.nomad.allocation(base.alloc_id) or {}, lambda a: _finished_by_client(a, env.task),
                 env.options.timeout,
                 lambda a: f"it is {a.get('ClientStatus')}, task {checks.task_state(a, env.task).get('State')}",
-                interval=env.options.poll_interval)
+                interval=env.options.poll_interval, error=ScenarioAbort)
     res.check("client rejoined", back.get("Status") == "ready" and back.get("ID") == base.node_id,
               f"{checks.node_label(back)} is {back.get('Status')} with the same node ID",
               "down", checks.node_summary(back))

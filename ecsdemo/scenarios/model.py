@@ -13,13 +13,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ecsdemo.check import Check
+from ecsdemo.errors import EcsdemoError
 
 EXIT_OK = 0
 EXIT_CHECK_FAILED = 1        # a check failed, or Nomad/ECS did not do something within the timeout
 EXIT_PRECONDITION = 3        # the scenario could not start: nothing was changed
 
 
-class ScenarioAbort(Exception):
+class ScenarioAbort(EcsdemoError):
     """Stops a scenario: a precondition is not met, or Nomad/ECS did not react in time.
 
     `precondition=True` means nothing was changed yet (exit code 3); otherwise the scenario failed
@@ -27,9 +28,7 @@ class ScenarioAbort(Exception):
     """
 
     def __init__(self, message: str, hint: str | None = None, precondition: bool = False):
-        super().__init__(message)
-        self.message = message
-        self.hint = hint
+        super().__init__(message, hint=hint, exit_code=EXIT_PRECONDITION if precondition else EXIT_CHECK_FAILED)
         self.precondition = precondition
 
 

@@ -19,7 +19,7 @@ from ecsdemo.scenarios.checks import short
 from ecsdemo.scenarios.common import get_node, preflight
 from ecsdemo.scenarios.env import ScenarioEnv
 from ecsdemo.scenarios.model import ScenarioAbort, ScenarioResult
-from ecsdemo.scenarios.waits import observe, wait_until
+from ecsdemo.waiting import observe, wait_until
 
 NOT_LOCAL = ("the outage scenario pauses the local AWS endpoint ecsdemo started (--local); with --aws "
              "ecsdemo cannot make AWS stop answering")
@@ -91,7 +91,7 @@ def run_outage(env: ScenarioEnv, res: ScenarioResult) -> None:
         nodes = wait_until("the ecs driver did not turn healthy again", fetch,
                            lambda ns: all(checks.ecs_driver_healthy(n) for n in ns), env.options.timeout,
                            lambda ns: "; ".join(f"{checks.node_label(n)}: {node_ecs_driver(n)[2]}" for n in ns or []),
-                           interval=env.options.poll_interval)
+                           interval=env.options.poll_interval, error=ScenarioAbort)
     after = env.nomad.allocation(base.alloc_id)
     res.add(checks.check_drivers_healthy(nodes))
     res.add(checks.check_kept_running(base.alloc, left[0] if left else after, env.task, "through the outage"))

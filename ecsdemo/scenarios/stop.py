@@ -6,8 +6,8 @@ from ecsdemo.scenarios import checks
 from ecsdemo.scenarios.checks import short
 from ecsdemo.scenarios.common import AllocWatch, preflight, wait_ecs_stopped
 from ecsdemo.scenarios.env import ScenarioEnv
-from ecsdemo.scenarios.model import ScenarioResult
-from ecsdemo.scenarios.waits import wait_until
+from ecsdemo.scenarios.model import ScenarioAbort, ScenarioResult
+from ecsdemo.waiting import wait_until
 
 
 def run_stop(env: ScenarioEnv, res: ScenarioResult) -> None:
@@ -21,8 +21,9 @@ def run_stop(env: ScenarioEnv, res: ScenarioResult) -> None:
             f"the allocations of job {env.job_id} did not finish", watch.fetch,
             lambda al: bool(al) and all(a.get("ClientStatus") in checks.CLIENT_TERMINAL for a in al),
             env.options.timeout,
-            lambda al: ", ".join(f"{short(a['ID'])} {a.get('DesiredStatus')}/{a.get('ClientStatus')}" for a in al or []),
-            interval=env.options.poll_interval)
+            lambda al: ", ".join(f"{short(a['ID'])} {a.get('DesiredStatus')}/{a.get('ClientStatus')}"
+                                 for a in al or []),
+            interval=env.options.poll_interval, error=ScenarioAbort)
     with env.step(res, "Wait for the ECS task to stop"):
         task = wait_ecs_stopped(env, base.arn, f"ECS task {base.arn} did not stop")
     old = next((a for a in allocs if a["ID"] == base.alloc_id), None)

@@ -15,8 +15,8 @@ from ecsdemo.scenarios import checks
 from ecsdemo.scenarios.checks import short
 from ecsdemo.scenarios.common import AllocWatch, preflight, wait_ecs_stopped
 from ecsdemo.scenarios.env import ScenarioEnv
-from ecsdemo.scenarios.model import ScenarioResult
-from ecsdemo.scenarios.waits import wait_until
+from ecsdemo.scenarios.model import ScenarioAbort, ScenarioResult
+from ecsdemo.waiting import wait_until
 
 REASON = "Stopped outside Nomad by ecsdemo run-scenario task-exit (as from the AWS console)"
 GRACE_S = 2.0   # on top of the plugin's poll interval
@@ -40,7 +40,8 @@ def run_task_exit(env: ScenarioEnv, res: ScenarioResult) -> None:
                                 e.get("Type", "") for a in al or [] if a["ID"] == base.alloc_id
                                 for e in checks.events_since(a, env.task, since)) or "none"),
                             interval=env.options.poll_interval,
-                            hint="the driver reports a task that ECS stopped at its next poll (poll_interval)")
+                            hint="the driver reports a task that ECS stopped at its next poll (poll_interval)",
+                            error=ScenarioAbort)
         event = exit_seen(allocs)
     old_task = wait_ecs_stopped(env, base.arn, f"ECS task {base.arn} did not stop")
     # real ECS takes a while to reach STOPPED after StopTask; the driver can only see it from then
@@ -60,7 +61,8 @@ def run_task_exit(env: ScenarioEnv, res: ScenarioResult) -> None:
                                                  f"restarts {checks.task_state(a, env.task).get('Restarts') or 0}"
                                                  for a in al or []),
                             interval=env.options.poll_interval,
-                            hint="the group's restart policy waits its `delay` before restarting")
+                            hint="the group's restart policy waits its `delay` before restarting",
+                            error=ScenarioAbort)
     new = env.nomad.allocation(restarted(allocs)["ID"]) or restarted(allocs)
     new_arn = env.arn_of(new)
     new_task = env.ecs.describe(new_arn) if new_arn else None
