@@ -1,7 +1,7 @@
 """The Nomad HTTP API adapter: the only module of ecsdemo that talks to Nomad.
 
 Built on python-nomad 2.1.0 for the calls it gets right, and on its generic `Requester.request` where it
-falls short (see /work/shared/docs/nomad-http-api.md section 7): drain always posts a body, blocking
+falls short (see docs/nomad-notes.md): drain always posts a body, blocking
 queries pass `index`/`wait` with a read timeout above `wait * 17/16`, logs are followed as a stream of
 concatenated JSON frames, and agent health is read even from its 500 answer.
 
@@ -9,9 +9,11 @@ Address and token: `NomadClient(address)` uses `address`, else `NOMAD_ADDR`, els
 The ACL token comes from `token` or `NOMAD_TOKEN`; it is sent as `X-Nomad-Token` and never appears in an
 error message. This module never prints.
 
-Errors are `EcsdemoError`s: `NomadUnavailable` (nothing answers at the address; carries the address and a
-hint) and `NomadAPIError` (Nomad answered with an error status; carries the status, Nomad's plain-text
-message and the path). Reads of a single object return None on 404 where noted.
+Errors are `NomadError`s (an `EcsdemoError`; catch this one type): `NomadUnavailable` (nothing answers
+at the address; carries the address and a hint) and `NomadAPIError` (Nomad answered with an error status;
+carries the status, Nomad's plain-text message and the path). `NomadClient._error` is the one translation
+of python-nomad's and requests' exceptions into them. Reads of a single object (node, job, allocation,
+evaluation) return None on 404 (`_read_or_none`).
 
 Pure helpers for Nomad's JSON: `task_arn`, `decode_driver_state`, `node_draining`, `node_ecs_driver`,
 `live_allocation`.
@@ -24,7 +26,12 @@ import binascii
 import json
 import os
 import re
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
+
+import msgpack
+import nomad
+import requests
+from nomad.api import exceptions as nex
 
 from ecsdemo.errors import EcsdemoError
 
@@ -33,6 +40,9 @@ TERMINAL_CLIENT_STATUSES = ("complete", "failed", "lost")
 ECS_DRIVER = "ecs"
 REMOTE_TASKS_FROM = (1, 1, 0)    # remote task handles (drain / lost-node hand-over) arrived in Nomad 1.1.0 ...
 REMOTE_TASKS_UNTIL = (1, 10, 0)  # ... and were removed in 1.10.0 (exclusive)
+# What python-nomad and requests raise when Nomad cannot be asked or answers with an error status
+# (python-nomad's TimeoutNomadException is a requests.RequestException).
+_FAILURES = (nex.BaseNomadException, requests.RequestException)
 
 
 def parse_version(text: str | None) -> tuple[int, int, int] | None:
@@ -47,7 +57,11 @@ def supports_remote_tasks(version_text: str | None) -> bool:
     return v is not None and REMOTE_TASKS_FROM <= v < REMOTE_TASKS_UNTIL
 
 
-class NomadUnavailable(EcsdemoError):
+class NomadError(EcsdemoError):
+    """Nomad could not be asked (`NomadUnavailable`) or answered with an error (`NomadAPIError`)."""
+
+
+class NomadUnavailable(NomadError):
     """Nothing answers at the Nomad address (connection refused, timeout, DNS)."""
 
     def __init__(self, address: str, reason: str):
@@ -57,7 +71,7 @@ class NomadUnavailable(EcsdemoError):
         self.reason = reason
 
 
-class NomadAPIError(EcsdemoError):
+class NomadAPIError(NomadError):
     """Nomad answered with an error status; `text` is its plain-text message."""
 
     def __init__(self, status: int, text: str, path: str):
@@ -96,8 +110,6 @@ def decode_driver_state(b64: str | None) -> dict | None:
         except (UnicodeDecodeError, ValueError):
             return None
     try:
-        import msgpack
-
         data = msgpack.unpackb(raw, raw=True)
     except Exception:
         return None
@@ -183,8 +195,6 @@ class NomadClient:
     """What ecsdemo needs from one Nomad agent's HTTP API. `timeout` is the per-request timeout (s)."""
 
     def __init__(self, address: str | None = None, timeout: float = 10, token: str | None = None):
-        import nomad
-
         self.address = (address or os.environ.get("NOMAD_ADDR") or DEFAULT_ADDRESS).rstrip("/")
         self.timeout = timeout
         self._token = token if token is not None else os.environ.get("NOMAD_TOKEN") or None
@@ -205,44 +215,44 @@ class NomadClient:
         return f"NomadClient({self.address!r})"
 
     # --- error translation ---------------------------------------------------------------------------
-    def _call(self, path: str, fn, *args, **kwargs):
-        """Run a python-nomad call, translating its exceptions into ours."""
-        import requests
-        from nomad.api import exceptions as nex
+    def _error(self, exc: Exception, path: str) -> NomadError:
+        """The one translation of a python-nomad or requests exception (one of `_FAILURES`) into ours: an
+        answer with an error status is a NomadAPIError, anything else means Nomad could not be asked."""
+        resp = exc.nomad_resp if isinstance(exc, nex.BaseNomadException) else exc
+        if isinstance(resp, requests.Response):
+            return NomadAPIError(resp.status_code, resp.text, path)
+        return NomadUnavailable(self.address, _reason(resp))
 
+    def _call(self, path: str, fn: Callable[..., Any], *args, **kwargs):
+        """Run a python-nomad call, translating its exceptions into ours."""
         try:
             return fn(*args, **kwargs)
-        except nex.BaseNomadException as exc:
-            resp = exc.nomad_resp
-            if isinstance(resp, requests.Response):
-                raise NomadAPIError(resp.status_code, resp.text, path) from None
-            raise NomadUnavailable(self.address, _reason(resp)) from None
-        except nex.TimeoutNomadException as exc:
-            raise NomadUnavailable(self.address, _reason(exc)) from None
-        except requests.RequestException as exc:
-            raise NomadUnavailable(self.address, _reason(exc)) from None
+        except _FAILURES as exc:
+            raise self._error(exc, path) from None
         except ValueError as exc:  # a 2xx answer whose body is not JSON
             raise NomadAPIError(200, f"answer is not JSON: {exc}", path) from None
+
+    def _read_or_none(self, path: str, fn: Callable[..., Any], *args):
+        """A read of one object (`_call`); None when Nomad answers 404: it does not know the object."""
+        try:
+            return self._call(path, fn, *args)
+        except NomadAPIError as exc:
+            if exc.status == 404:
+                return None
+            raise
 
     def _request(self, requester, *parts: str, method: str = "get", params: dict | None = None,
                  json_body: Any = None, timeout: float | None = None, stream: bool = False, ok_statuses=()):
         """A raw `Requester.request` (the Response); statuses in `ok_statuses` are returned, not raised."""
-        import requests
-        from nomad.api import exceptions as nex
-
         path = "/v1/" + "/".join(p for p in (requester.ENDPOINT, *parts) if p)
         try:
             return requester.request(*parts, method=method, params=params, json=json_body,
                                      timeout=timeout or self.timeout, stream=stream)
-        except nex.BaseNomadException as exc:
-            resp = exc.nomad_resp
-            if isinstance(resp, requests.Response):
-                if resp.status_code in ok_statuses:
-                    return resp
-                raise NomadAPIError(resp.status_code, resp.text, path) from None
-            raise NomadUnavailable(self.address, _reason(resp)) from None
-        except (nex.TimeoutNomadException, requests.RequestException) as exc:
-            raise NomadUnavailable(self.address, _reason(exc)) from None
+        except _FAILURES as exc:
+            error = self._error(exc, path)
+            if isinstance(error, NomadAPIError) and error.status in ok_statuses:
+                return exc.nomad_resp
+            raise error from None
 
     @staticmethod
     def _json(resp, path: str):
@@ -308,12 +318,7 @@ class NomadClient:
 
     def node(self, node_id: str) -> dict | None:
         """The full node, or None when Nomad does not know it."""
-        try:
-            return self._call(f"/v1/node/{node_id}", self._api.node.get_node, node_id)
-        except NomadAPIError as exc:
-            if exc.status == 404:
-                return None
-            raise
+        return self._read_or_none(f"/v1/node/{node_id}", self._api.node.get_node, node_id)
 
     def drain(self, node_id: str, deadline_s: float, ignore_system_jobs: bool = False) -> dict:
         """Start draining a node. `deadline_s` > 0: force-migrate what is left after it; 0: no deadline;
@@ -348,12 +353,7 @@ class NomadClient:
 
     def job(self, job_id: str) -> dict | None:
         """The job, or None when Nomad does not know it (never registered, or purged)."""
-        try:
-            return self._call(f"/v1/job/{job_id}", self._api.job.get_job, job_id)
-        except NomadAPIError as exc:
-            if exc.status == 404:
-                return None
-            raise
+        return self._read_or_none(f"/v1/job/{job_id}", self._api.job.get_job, job_id)
 
     def job_allocations(self, job_id: str, all_: bool = True) -> list[dict]:
         """Allocation stubs of a job (oldest first by CreateIndex); [] for an unknown job."""
@@ -386,20 +386,11 @@ class NomadClient:
     # --- allocations and evaluations -------------------------------------------------------------
     def allocation(self, alloc_id: str) -> dict | None:
         """The full allocation (zero-valued fields omitted by Nomad: use .get()), or None if unknown."""
-        try:
-            return self._call(f"/v1/allocation/{alloc_id}", self._api.allocation.get_allocation, alloc_id)
-        except NomadAPIError as exc:
-            if exc.status == 404:
-                return None
-            raise
+        return self._read_or_none(f"/v1/allocation/{alloc_id}", self._api.allocation.get_allocation, alloc_id)
 
     def evaluation(self, eval_id: str) -> dict | None:
-        try:
-            return self._call(f"/v1/evaluation/{eval_id}", self._api.evaluation.get_evaluation, eval_id)
-        except NomadAPIError as exc:
-            if exc.status == 404:
-                return None
-            raise
+        """The evaluation, or None if unknown."""
+        return self._read_or_none(f"/v1/evaluation/{eval_id}", self._api.evaluation.get_evaluation, eval_id)
 
     # --- logs ----------------------------------------------------------------------------------------
     def read_logs(self, alloc_id: str, task: str, kind: str = "stdout", origin: str = "start",
@@ -421,15 +412,13 @@ class NomadClient:
                              params={"task": task, "type": kind, "origin": origin, "offset": int(offset),
                                      "plain": "false", "follow": "true"},
                              timeout=idle_timeout, stream=True)
-        import requests
-
         try:
             for frame in iter_log_frames(resp.iter_content(chunk_size=None)):
                 data = frame.get("Data")
                 if data:
                     yield base64.b64decode(data).decode("utf-8", "replace")
         except requests.RequestException as exc:
-            raise NomadUnavailable(self.address, _reason(exc)) from None
+            raise self._error(exc, f"/v1/client/fs/logs/{alloc_id}") from None
         finally:
             resp.close()
 
@@ -443,8 +432,6 @@ def _check_log_args(kind: str, origin: str) -> None:
 
 def _reason(exc: Any) -> str:
     """A short reason for a connection failure, without URLs' query strings or headers."""
-    import requests
-
     if isinstance(exc, requests.exceptions.ConnectTimeout):
         return "connection timed out"
     if isinstance(exc, requests.exceptions.ReadTimeout):

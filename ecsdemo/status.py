@@ -11,21 +11,18 @@ from __future__ import annotations
 
 from typing import Any, Iterator
 
-from ecsdemo import agents, aws
+from ecsdemo import agents, aws, local
 from ecsdemo.config import JOB_ID, TASK_NAME, DemoConfig
 from ecsdemo.errors import EcsdemoError
+from ecsdemo.nomad import NomadClient, NomadError, is_live, live_allocation, node_draining, node_ecs_driver, task_arn
 
 
-def _client(cfg: DemoConfig, timeout: float):
-    from ecsdemo.nomad import NomadClient
-
+def _client(cfg: DemoConfig, timeout: float) -> NomadClient:
     return NomadClient(cfg.server_address, timeout=timeout)
 
 
 def node_summary(node: dict) -> dict:
     """One node (stub) as ecsdemo shows it."""
-    from ecsdemo.nomad import node_draining, node_ecs_driver
-
     detected, healthy, description = node_ecs_driver(node)
     return {"id": node.get("ID"), "name": node.get("Name"), "status": node.get("Status"),
             "eligibility": node.get("SchedulingEligibility"), "drain": node_draining(node),
@@ -33,8 +30,6 @@ def node_summary(node: dict) -> dict:
 
 
 def alloc_summary(alloc: dict) -> dict:
-    from ecsdemo.nomad import is_live, task_arn
-
     return {"id": alloc.get("ID"), "node": alloc.get("NodeName"), "node_id": alloc.get("NodeID"),
             "desired_status": alloc.get("DesiredStatus"), "client_status": alloc.get("ClientStatus"),
             "job_version": alloc.get("JobVersion", 0), "task_arn": task_arn(alloc, TASK_NAME),
@@ -77,8 +72,6 @@ def describe_demo(cfg: DemoConfig) -> dict[str, Any]:
     data["agents"] = [{"name": r.name, "role": r.role, "pid": r.pid, "status": agents.status(r),
                        "http": r.http_addr, "log": r.log} for r in agents.load(cfg).values()]
     if cfg.local:
-        from ecsdemo import local
-
         data["endpoint"] = local.local_endpoint_status(cfg.state)
     return data
 
@@ -121,14 +114,12 @@ def ecs_part(tasks: list[dict] | None, error: str | None, allocs: list[dict] | N
 
 def collect(cfg: DemoConfig, timeout: float = 5.0, ecs_client: Any = None) -> dict:
     """Everything `status` shows, as JSON-ready data."""
-    from ecsdemo.nomad import NomadAPIError, NomadUnavailable
-
     data = describe_demo(cfg)
     nodes = allocs = error = None
     try:
         api = _client(cfg, timeout)
         nodes, allocs = api.nodes(), api.job_allocations(JOB_ID)
-    except (NomadUnavailable, NomadAPIError) as exc:
+    except NomadError as exc:
         error = exc.message
     data.update(nomad_part(nodes, allocs, error))
 
@@ -145,8 +136,6 @@ def collect(cfg: DemoConfig, timeout: float = 5.0, ecs_client: Any = None) -> di
 # --- logs -----------------------------------------------------------------------------------------
 def resolve_alloc(cfg: DemoConfig, alloc: str | None, timeout: float = 5.0) -> str:
     """The full allocation ID for `alloc` (a full ID or a unique prefix), or the job's live allocation."""
-    from ecsdemo.nomad import live_allocation
-
     api = _client(cfg, timeout)
     allocs = api.job_allocations(JOB_ID)
     if alloc is None:

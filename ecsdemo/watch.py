@@ -24,9 +24,10 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
-from ecsdemo import status
+from ecsdemo import aws, status
 from ecsdemo.config import JOB_ID, TASK_NAME, DemoConfig
 from ecsdemo.errors import EcsdemoError
+from ecsdemo.nomad import NomadClient, NomadError, task_arn
 
 SHORT = 8                       # Nomad's CLI shows 8-character IDs
 TERMINAL = ("complete", "failed", "lost")
@@ -150,8 +151,6 @@ class Watcher:
                  block_wait: float = 10.0, ecs_interval: float = 2.0, max_events: int = 200,
                  clock: Callable[[], float] = time.time,
                  on_view: Callable[[float, dict, list[Event]], None] | None = None):
-        from ecsdemo.nomad import NomadClient
-
         self.cfg = cfg
         self.timeout = timeout
         self.block_wait = block_wait
@@ -178,29 +177,21 @@ class Watcher:
         self._view: dict | None = None
 
     # --- reading the sources -------------------------------------------------------------------------
-    def _nomad_errors(self):
-        from ecsdemo.nomad import NomadAPIError, NomadUnavailable
-
-        return (NomadUnavailable, NomadAPIError)
-
     def _fetch_ecs(self, allocs: list[dict] | None) -> tuple[list[dict] | None, str | None]:
         """(tasks, None) or (None, why not): the listed tasks, every task seen so far and those the
         allocation stubs name, in batched DescribeTasks calls."""
         error = status.ecs_unreachable(self.cfg, self.base.get("endpoint"))
         if error is not None:
             return None, error
-        from ecsdemo.nomad import task_arn
-
         with self._cond:
             # a task seen stopping is described until KEEP_STOPPED_S after it stopped (so its STOPPED shows),
             # unless an allocation still names it
             now = self.clock()
-            known = [arn for arn, stopped in self._seen_arns.items() if stopped is None or now - stopped < KEEP_STOPPED_S]
+            known = [arn for arn, stopped in self._seen_arns.items()
+                     if stopped is None or now - stopped < KEEP_STOPPED_S]
             known += [task_arn(a, TASK_NAME) for a in allocs or []]
         try:
             if self._ecs_client is None:
-                from ecsdemo import aws
-
                 self._ecs_client = aws.ecs_client(self.cfg)
             return status.fetch_ecs_tasks(self.cfg, self._ecs_client, also=[a for a in known if a]), None
         except EcsdemoError as exc:
@@ -236,7 +227,7 @@ class Watcher:
             api = self._nomad_factory()
             nomad = {"nodes": api.nodes(), "allocs": api.job_allocations(JOB_ID), "nodes_error": None,
                      "allocs_error": None}
-        except self._nomad_errors() as exc:
+        except NomadError as exc:
             nomad = {"nodes_error": exc.message, "allocs_error": exc.message}
         tasks, error = self._fetch_ecs(nomad.get("allocs"))
         self._set(**nomad, tasks=tasks, ecs_error=error)
@@ -268,7 +259,7 @@ class Watcher:
                     out, new_index = api.wait_nodes(index, self.block_wait)
                 else:
                     out, new_index = api.wait_job_allocations(JOB_ID, index, self.block_wait)
-            except self._nomad_errors() as exc:
+            except NomadError as exc:
                 self._set(**{f"{what}_error": exc.message})
                 index = 0
                 self._stop.wait(1.0)

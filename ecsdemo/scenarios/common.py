@@ -42,8 +42,8 @@ class AllocWatch:
         self.index = 0
 
     def fetch(self, max_block: float) -> list[dict]:
-        wait = min(self.env.options.block_wait, max_block)
-        allocs, self.index = self.env.nomad.wait_job_allocations(self.env.job_id, index=self.index, wait=wait)
+        wait_s = min(self.env.options.block_wait, max_block)
+        allocs, self.index = self.env.nomad.wait_job_allocations(self.env.job_id, index=self.index, wait_s=wait_s)
         return allocs
 
 

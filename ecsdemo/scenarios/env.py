@@ -13,8 +13,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-from ecsdemo import aws
+from ecsdemo import agents, aws, infra, render
 from ecsdemo.config import JOB_ID, TASK_NAME, DemoConfig
+from ecsdemo.errors import EcsdemoError
+from ecsdemo.local import local_endpoint_status, paused_local_endpoint
+from ecsdemo.nomad import NomadClient, task_arn
 from ecsdemo.progress import Reporter
 from ecsdemo.scenarios import checks
 from ecsdemo.scenarios.model import ScenarioResult
@@ -44,8 +47,6 @@ class Options:
     driver_poll_interval: float = DRIVER_POLL_INTERVAL_S   # the plugin's poll_interval (task-exit's deadline)
 
     def __post_init__(self) -> None:
-        from ecsdemo.errors import EcsdemoError
-
         if not self.timeout or self.timeout <= 0:
             raise EcsdemoError(f"--timeout must be a positive number of seconds, got {self.timeout!r}")
         if self.drain_deadline is not None and self.drain_deadline <= 0:
@@ -98,38 +99,26 @@ class Agents:
 
     def name_for_node(self, node: dict) -> str | None:
         """The running agent ecsdemo started for this node, or None (then it must not be killed)."""
-        from ecsdemo import agents
-
         name = agents.agent_for_node(self.cfg, node)
         return name if name and agents.is_running(self.cfg, name) else None
 
     def kill(self, name: str) -> str:
         """SIGKILL the agent; returns a description (e.g. its pid) for the report."""
-        from ecsdemo import agents
-
         rec = agents.kill_agent(self.cfg, name, signal.SIGKILL)
         return f"{name} (pid {rec.pid})"
 
     def start(self, name: str) -> None:
-        from ecsdemo import agents
-
         agents.start_agent(self.cfg, name)
 
     def restart(self, name: str) -> str:
         """SIGTERM the agent (SIGKILL after a grace period), then start it again with the same config and
         data dir; returns what the stop did ("stopped", "killed")."""
-        from ecsdemo import agents
-
         outcome = agents.stop_agent(self.cfg, name)
         self.start(name)
         return outcome
 
     def node_id(self, name: str) -> str | None:
         """The node ID the agent reports on its own HTTP port, or None while it does not answer."""
-        from ecsdemo import agents
-        from ecsdemo.errors import EcsdemoError
-        from ecsdemo.nomad import NomadClient
-
         rec = agents.load(self.cfg).get(name)
         if rec is None or not rec.http_addr:
             return None
@@ -147,14 +136,10 @@ class Endpoint:
 
     def status(self) -> dict | None:
         """The recorded endpoint and whether it runs (`ecsdemo.local.local_endpoint_status`)."""
-        from ecsdemo.local import local_endpoint_status
-
         return local_endpoint_status(self.cfg.state)
 
     def paused(self):
         """A context manager: the endpoint does not answer inside it (SIGSTOP), and answers again after."""
-        from ecsdemo.local import paused_local_endpoint
-
         return paused_local_endpoint(self.cfg.state)
 
 
@@ -166,13 +151,9 @@ class Infra:
         self.reporter = reporter
 
     def apply(self, variant: str) -> Any:
-        from ecsdemo import infra
-
         return infra.apply(self.cfg, self.reporter, task_definition=variant)
 
     def render_job(self, outputs: Any) -> Path:
-        from ecsdemo import render
-
         return render.render_job(self.cfg, outputs)
 
 
@@ -201,8 +182,6 @@ class ScenarioEnv:
 
     @classmethod
     def from_config(cls, cfg: DemoConfig, reporter: Reporter, options: Options) -> "ScenarioEnv":
-        from ecsdemo.nomad import NomadClient
-
         return cls(cfg=cfg, nomad=NomadClient.from_config(cfg), reporter=reporter, options=options)
 
     @contextlib.contextmanager
@@ -217,6 +196,6 @@ class ScenarioEnv:
         self.reporter.info(text)
 
     def arn_of(self, alloc: dict) -> str | None:
-        return self.nomad.task_arn(alloc, self.task)
+        return task_arn(alloc, self.task)
 
 
