@@ -34,6 +34,7 @@ _TRANSIENT_CODES = {
 
 
 def _translate(exc: Exception) -> AwsError:
+    # Lazy like boto3 in EcsApi._ecs (this module is on the path to the handshake); botocore is loaded by then.
     from botocore import exceptions as bex
 
     if isinstance(exc, bex.ClientError):
@@ -79,6 +80,8 @@ class EcsApi:
 
     def _ecs(self):
         if self._client is None:
+            # Lazy: boto3 costs ~100 ms of import, and this module is imported before the handshake line
+            # (benchmarks/plugin_startup.py); the first ECS call pays it instead.
             import boto3
             from botocore.config import Config
 

@@ -10,15 +10,16 @@ from __future__ import annotations
 import asyncio
 import os
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, AsyncIterator
+from typing import AsyncIterator
 
 from driver import __version__, log
-
-if TYPE_CHECKING:
-    from driver.servicer import Plugin
+from driver.aws import AwsError
+from driver.declaration import DRIVER_NAME
+from driver.plugin import Plugin
 
 UNDETECTED, UNHEALTHY, HEALTHY = "undetected", "unhealthy", "healthy"
 DEFAULT_INTERVAL = 30.0
+ATTRIBUTE = f"driver.{DRIVER_NAME}"   # Nomad detects the driver by this node attribute; details below it
 _log = log.get_logger("fingerprint")
 
 
@@ -34,18 +35,16 @@ def _timeout(interval: float) -> float:
     return max(5.0, min(interval, 15.0))  # the first call also pays boto3's import on a busy host
 
 
-async def probe(plugin: "Plugin") -> Fingerprint:
+async def probe(plugin: Plugin) -> Fingerprint:
     config = plugin.config
     if config is None:
         return Fingerprint(UNDETECTED, "not configured yet (waiting for SetConfig)")
     if not config.enabled:
         return Fingerprint(UNDETECTED, "disabled")
-    unhealthy = {"driver.ecs": False}
+    unhealthy = {ATTRIBUTE: False}
     where = f"ECS cluster {config.cluster!r}" + (f" in {config.region}" if config.region else "")
     if plugin.ecs is None:
         return Fingerprint(UNHEALTHY, "the ECS client is not set up", unhealthy)
-    from driver.aws import AwsError  # boto3 stays off the handshake path: aws imports it lazily anyway
-
     try:
         cluster = await asyncio.wait_for(plugin.ecs.describe_cluster(), _timeout(config.fingerprint_interval))
     except asyncio.TimeoutError:
@@ -65,13 +64,13 @@ async def probe(plugin: "Plugin") -> Fingerprint:
         hint = " (it was deleted: recreate it)" if status == "INACTIVE" else ""
         return Fingerprint(UNHEALTHY, f"{where} is {status}, not ACTIVE{hint}", unhealthy)
     attributes: dict[str, bool | str | int | float] = {
-        "driver.ecs": True,
-        "driver.ecs.cluster": config.cluster,
-        "driver.ecs.version": __version__,
+        ATTRIBUTE: True,
+        f"{ATTRIBUTE}.cluster": config.cluster,
+        f"{ATTRIBUTE}.version": __version__,
     }
     region = config.region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
     if region:
-        attributes["driver.ecs.region"] = region
+        attributes[f"{ATTRIBUTE}.region"] = region
     return Fingerprint(HEALTHY, "Healthy", attributes)
 
 
@@ -81,13 +80,14 @@ def _describe_error(exc, endpoint: str | None) -> str:
         return str(exc)
     if code in ("UnrecognizedClientException", "InvalidClientTokenId", "AccessDeniedException",
                 "ExpiredTokenException", "InvalidSignatureException"):
-        return f"AWS rejected the credentials ({exc}): check the agent's AWS credentials and ecs:DescribeClusters permission"
+        return (f"AWS rejected the credentials ({exc}): check the agent's AWS credentials and "
+                "ecs:DescribeClusters permission")
     if code == "Unreachable":
         return f"{exc} (check `endpoint`{' ' + endpoint if endpoint else ''}, `region` and the network)"
     return f"DescribeClusters failed: {exc}"
 
 
-async def fingerprints(plugin: "Plugin") -> AsyncIterator[Fingerprint]:
+async def fingerprints(plugin: Plugin) -> AsyncIterator[Fingerprint]:
     """Fingerprint at once, then every interval or right after a new config; runs until cancelled."""
     last: Fingerprint | None = None
     while True:

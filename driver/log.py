@@ -1,4 +1,4 @@
-"""hclog-style JSON lines on stderr, the log format a go-plugin host understands (contract A.5).
+"""hclog-style JSON lines on stderr, the log format a go-plugin host understands (docs/nomad-notes.md).
 
 Each record becomes one JSON object: `@level` (trace|debug|info|warn|error), `@message`, `@timestamp`
 (exactly six fractional digits and an offset), `@module`, plus one key per `extra=` field. Values of the
@@ -16,7 +16,9 @@ import os
 import sys
 from datetime import datetime, timezone
 
-ROOT = "ecs"                                  # @module of the plugin's own logger; children are ecs.<part>
+from driver.declaration import DRIVER_NAME
+
+ROOT = DRIVER_NAME                            # @module of the plugin's own logger; children are ecs.<part>
 LEVEL_ENV = "NOMAD_DRIVER_ECS_LOG_LEVEL"      # log level before (or without) a `log_level` in the plugin config
 TRACE = 5
 logging.addLevelName(TRACE, "TRACE")

@@ -5,16 +5,16 @@ from __future__ import annotations
 import os
 import sys
 
+from driver import transport
+from driver.plugin import Plugin
+from driver.servicer import register
+
 
 async def _register(server, stop) -> None:
-    from driver.servicer import Plugin, register
-
     await register(server, Plugin(stopping=stop))
 
 
 def main() -> int:
-    from driver import transport
-
     code = transport.run(_register)
     # Leave at once: worker threads (a boto3 call in flight) must not hold the exit past the host's 2 s.
     for stream in (sys.stdout, sys.stderr):

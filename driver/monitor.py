@@ -1,10 +1,11 @@
 """The one ECS monitor of a plugin process: a single asyncio loop that polls every watched task.
 
 Each cycle sends one DescribeTasks per 100 distinct ARNs per region and cluster (each task's own, from
-its driver state; batches run concurrently in the adapter's thread pool), then hands every answer to its task handle(s): status changes, STOPPED, and
-tasks that ECS no longer returns (MISSING after a few cycles in a row, so a just-started task that AWS
-has not made visible yet is not mistaken for a lost one). Between status changes it writes a heartbeat
-line to each task's stdout at most every `heartbeat_interval`.
+its driver state; batches run concurrently in the adapter's thread pool), then hands every answer to
+its task handle(s): status changes, STOPPED, and tasks that ECS no longer returns (MISSING after a few
+cycles in a row, so a just-started task that AWS has not made visible yet is not mistaken for a lost
+one). Between status changes it writes a heartbeat line to each task's stdout at most every
+`heartbeat_interval`.
 
 AWS trouble never ends a task: a failed cycle changes nothing, botocore's retry mode retries inside
 each call, and the loop simply tries again next cycle. After `degraded_after` seconds of failures each
@@ -14,13 +15,11 @@ task gets a "monitoring degraded" event, and a "monitoring resumed" one when a c
 from __future__ import annotations
 
 import asyncio
+from typing import Callable
+
 from driver import log as _logmod
-from typing import TYPE_CHECKING, Callable
-
 from driver.aws import AwsError, EcsApi
-
-if TYPE_CHECKING:
-    from driver.tasks import TaskHandle
+from driver.handle import TaskHandle
 
 log = _logmod.get_logger("monitor")
 
@@ -49,7 +48,7 @@ class EcsMonitor:
         self.degraded_after = max(3.0, 6 * self.poll_interval)
 
     # -- membership
-    def watch(self, handle: "TaskHandle", poke: bool = True) -> None:
+    def watch(self, handle: TaskHandle, poke: bool = True) -> None:
         """Poll `handle` from now on; `poke=False`: it was just described, the next timed cycle will do."""
         self._watched[handle.task_id] = handle
         if self._loop_task is None or self._loop_task.done():
@@ -57,7 +56,7 @@ class EcsMonitor:
         if poke:
             self.poke()
 
-    def unwatch(self, handle: "TaskHandle") -> None:
+    def unwatch(self, handle: TaskHandle) -> None:
         if self._watched.get(handle.task_id) is handle:
             del self._watched[handle.task_id]
 

@@ -1,6 +1,6 @@
 """The plugin's own configuration (the agent's `plugin "nomad-driver-ecs" { config { ... } }` block).
 
-Nomad encodes the block as cty msgpack against our ConfigSchema (driver.schema.CONFIG): a map with every
+Nomad encodes the block as cty msgpack against our ConfigSchema (driver.declaration.CONFIG): a map with every
 schema key present, nulls for the missing ones, defaults already applied by the `Default` specs. This
 module decodes and validates those bytes into a `PluginConfig`; every failure is a `ConfigError` that
 names the key and the bad value.
@@ -17,7 +17,7 @@ from urllib.parse import urlparse
 import msgpack
 
 from driver import log
-from driver.schema import CONFIG, DEFAULT_FINGERPRINT_INTERVAL, DEFAULT_POLL_INTERVAL
+from driver.declaration import CONFIG, DEFAULT_FINGERPRINT_INTERVAL, DEFAULT_POLL_INTERVAL
 
 # Intervals outside these bounds are almost certainly typos ("5ms" for "5m").
 MIN_INTERVAL_S = 0.05

@@ -1,77 +1,76 @@
 """The gRPC servicers: Nomad's BasePlugin, the Driver's non-task RPCs, go-plugin's controller/stdio, health.
 
-Servicers translate between proto messages and the plain Python domain (PluginConfig, Fingerprint,
-TaskEvent); they hold no logic of their own beyond that. `Plugin` is the process-wide state they share.
-Task RPCs come from `driver.task_servicer.TaskRpcs`, which `DriverServicer` inherits first: whatever it
-does not define falls through to the generated base and answers UNIMPLEMENTED.
+Servicers translate between proto messages and the plain Python domain (the declaration, PluginConfig,
+Fingerprint, TaskEvent); they hold no logic of their own beyond that. The process-wide state they share
+is a `driver.plugin.Plugin`. Task RPCs come from `driver.task_servicer.TaskRpcs`, which `DriverServicer`
+inherits first: whatever it does not define falls through to the generated base and answers UNIMPLEMENTED.
 """
 
 from __future__ import annotations
 
-import asyncio
+import json
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from driver import __version__, log
-from driver.aws import EcsApi, EcsTarget
-from driver.events import EventBus, TaskEvent
+from driver import log
+from driver.declaration import CAPABILITIES, CONFIG, PLUGIN_INFO, TASK_CONFIG, Block, Object, Spec
+from driver.events import TaskEvent
 from driver.fingerprint import HEALTHY, UNHEALTHY, Fingerprint, fingerprints
-from driver.pb import attribute_pb2, base_pb2, base_pb2_grpc, driver_pb2, driver_pb2_grpc
-from driver.pb import go_plugin_pb2, go_plugin_pb2_grpc
-from driver.plugin_config import ConfigError, PluginConfig, decode_plugin_config
-from driver.schema import CONFIG, TASK_CONFIG, to_proto
+from driver.pb import (
+    attribute_pb2,
+    base_pb2,
+    base_pb2_grpc,
+    driver_pb2,
+    driver_pb2_grpc,
+    go_plugin_pb2,
+    go_plugin_pb2_grpc,
+    hclspec_pb2,
+)
+from driver.plugin import Plugin
+from driver.plugin_config import ConfigError, decode_plugin_config
 from driver.task_servicer import TaskRpcs
 
-PLUGIN_NAME = "ecs"                 # the driver name jobs use: driver = "ecs"
-API_VERSIONS = ["v0.1.0"]           # Nomad's drivers.ApiVersion010
-_ACCEPTED_API_VERSIONS = {"v0.1.0", "0.1.0", ""}
 _log = log.get_logger("plugin")
 
 
-class Plugin:
-    """Process-wide plugin state; lives as long as the process (a reattaching agent finds it configured)."""
+def hclspec_proto(obj: Object) -> hclspec_pb2.Spec:
+    """The hclspec `Spec` (an Object) for a schema of driver.declaration (CONFIG, TASK_CONFIG)."""
+    hs = hclspec_pb2
 
-    def __init__(self, stopping: asyncio.Event | None = None) -> None:
-        self.config: PluginConfig | None = None
-        self.events = EventBus()
-        self.tasks = None                     # the task store; set up by on_config (lifecycle issue)
-        self.ecs: EcsApi | None = None
-        self.config_changed = asyncio.Event()  # set (and replaced) whenever a new config is applied
-        self.stopping = stopping or asyncio.Event()  # set when the host asks us to exit (GRPCController/Shutdown)
+    def one(name: str, spec: Spec) -> hs.Spec:
+        if isinstance(spec, Block):
+            return hs.Spec(block_value=hs.Block(name=name, required=spec.required, nested=obj_spec(spec.nested)))
+        attr = hs.Spec(Attr=hs.Attr(name=name, type=spec.type, required=spec.required))
+        if spec.default is None:
+            return attr
+        literal = hs.Spec(literal=hs.Literal(value=json.dumps(spec.default)))  # JSON scalars are HCL literals
+        return hs.Spec(default=hs.Default(primary=attr, default=literal))
 
-    def apply_config(self, config: PluginConfig) -> None:
-        """Keep `config` for the life of the process; rebuild the ECS client only when its target changes."""
-        log.set_level(config.log_level)
-        target = EcsTarget(config.cluster, config.region, config.endpoint) if config.enabled else None
-        if (self.ecs.target if self.ecs else None) != target:
-            # The old client is not closed: tasks tracked before the change may still be using it.
-            self.ecs = EcsApi(target) if target else None
-        changed = config != self.config
-        self.config = config
-        if changed:
-            self.config_changed.set()
-            self.config_changed = asyncio.Event()
-        self.on_config(config)
+    def obj_spec(o: Object) -> hs.Spec:
+        return hs.Spec(object=hs.Object(attributes={k: one(k, v) for k, v in o.items()}))
 
-    def on_config(self, config: PluginConfig) -> None:
-        """Hook called after every successful SetConfig (the task lifecycle sets up `tasks` here)."""
-        if self.ecs is None:
-            return  # disabled: the task RPCs answer "disabled"; a tracked task keeps its old client
-        if self.tasks is None:
-            from driver.tasks import TaskManager
+    return obj_spec(obj)
 
-            def notify(handle, message, annotations):
-                self.events.publish(TaskEvent(handle.task_id, handle.info.alloc_id, handle.info.name, message,
-                                              dict(annotations)))
-                log.get_logger("tasks").info(message, extra={"task_id": handle.task_id, **annotations})
 
-            self.tasks = TaskManager(self.ecs, notify, poll_interval=config.poll_interval)
-        else:
-            self.tasks.reconfigure(self.ecs, config.poll_interval)
+_PLUGIN_TYPES = {"driver": base_pb2.DRIVER}
+_FS_ISOLATION = {"image": driver_pb2.DriverCapabilities.IMAGE}
+_MOUNT_CONFIGS = {"none": driver_pb2.DriverCapabilities.NO_MOUNTS}
 
-    def request_shutdown(self) -> None:
-        self.stopping.set()
+
+def plugin_info_proto() -> base_pb2.PluginInfoResponse:
+    return base_pb2.PluginInfoResponse(type=_PLUGIN_TYPES[PLUGIN_INFO.type],
+                                       plugin_api_versions=list(PLUGIN_INFO.api_versions),
+                                       plugin_version=PLUGIN_INFO.plugin_version, name=PLUGIN_INFO.name)
+
+
+def capabilities_proto() -> driver_pb2.DriverCapabilities:
+    caps = CAPABILITIES
+    return driver_pb2.DriverCapabilities(
+        send_signals=caps.send_signals, exec=caps.exec, fs_isolation=_FS_ISOLATION[caps.fs_isolation],
+        must_create_network=caps.must_create_network, mount_configs=_MOUNT_CONFIGS[caps.mount_configs],
+        remote_tasks=caps.remote_tasks)
 
 
 def _timestamp(dt) -> Timestamp:
@@ -111,17 +110,16 @@ class BasePluginServicer(base_pb2_grpc.BasePluginServicer):
         self.plugin = plugin
 
     async def PluginInfo(self, request, context):
-        return base_pb2.PluginInfoResponse(type=base_pb2.DRIVER, plugin_api_versions=API_VERSIONS,
-                                           plugin_version=__version__, name=PLUGIN_NAME)
+        return plugin_info_proto()
 
     async def ConfigSchema(self, request, context):
-        return base_pb2.ConfigSchemaResponse(spec=to_proto(CONFIG))
+        return base_pb2.ConfigSchemaResponse(spec=hclspec_proto(CONFIG))
 
     async def SetConfig(self, request, context):
-        if request.plugin_api_version not in _ACCEPTED_API_VERSIONS:
+        if request.plugin_api_version not in PLUGIN_INFO.accepted_api_versions:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
                                 f"unsupported plugin_api_version {request.plugin_api_version!r} "
-                                f"(this plugin speaks {', '.join(API_VERSIONS)})")
+                                f"(this plugin speaks {', '.join(PLUGIN_INFO.api_versions)})")
         try:
             config = decode_plugin_config(request.msgpack_config)
         except ConfigError as exc:
@@ -140,13 +138,10 @@ class DriverServicer(TaskRpcs, driver_pb2_grpc.DriverServicer):
         self.plugin = plugin
 
     async def TaskConfigSchema(self, request, context):
-        return driver_pb2.TaskConfigSchemaResponse(spec=to_proto(TASK_CONFIG))
+        return driver_pb2.TaskConfigSchemaResponse(spec=hclspec_proto(TASK_CONFIG))
 
     async def Capabilities(self, request, context):
-        caps = driver_pb2.DriverCapabilities(
-            send_signals=False, exec=False, fs_isolation=driver_pb2.DriverCapabilities.IMAGE,
-            must_create_network=False, mount_configs=driver_pb2.DriverCapabilities.NO_MOUNTS, remote_tasks=True)
-        return driver_pb2.CapabilitiesResponse(capabilities=caps)
+        return driver_pb2.CapabilitiesResponse(capabilities=capabilities_proto())
 
     async def Fingerprint(self, request, context):
         async for fp in fingerprints(self.plugin):
@@ -183,8 +178,6 @@ class StdioServicer(go_plugin_pb2_grpc.GRPCStdioServicer):
 
 async def register(server, plugin: Plugin) -> None:
     """Add every service the host may call to `server` (a grpc.aio.Server); health says `plugin` SERVING."""
-    from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-
     base_pb2_grpc.add_BasePluginServicer_to_server(BasePluginServicer(plugin), server)
     driver_pb2_grpc.add_DriverServicer_to_server(DriverServicer(plugin), server)
     go_plugin_pb2_grpc.add_GRPCControllerServicer_to_server(ControllerServicer(plugin), server)

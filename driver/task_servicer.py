@@ -1,10 +1,10 @@
 """Task lifecycle RPCs of the Driver service (StartTask, WaitTask, StopTask, ...).
 
 Proto <-> domain translation only: every RPC reads its request into plain values, calls the task
-manager (`self.plugin.tasks`, a `driver.tasks.TaskManager`) and builds the answer Nomad 1.1 expects,
-with every sub-message it dereferences present (contract D.6). Errors travel as gRPC status codes other
-than UNAVAILABLE/CANCELLED (which Nomad reads as "the plugin died"); StartTask failures carry the
-RecoverableError detail of contract D.5.
+store (`self.plugin.tasks`, a `driver.store.TaskStore`) and builds the answer Nomad 1.1 expects, with
+every sub-message it dereferences present (docs/nomad-notes.md). Errors travel as gRPC status codes
+other than UNAVAILABLE/CANCELLED (which Nomad reads as "the plugin died"); StartTask failures carry the
+RecoverableError detail Nomad's restart policy reads (docs/nomad-notes.md).
 """
 
 from __future__ import annotations
@@ -15,12 +15,18 @@ from datetime import datetime, timezone
 import grpc
 from google.protobuf.any_pb2 import Any as AnyPb
 from google.protobuf.timestamp_pb2 import Timestamp
+from google.rpc import status_pb2
+from grpc_status import rpc_status
 
 from driver.aws import AwsError
+from driver.declaration import DRIVER_NAME
+from driver.handle import TaskHandle, TaskInfo
 from driver.pb import driver_pb2, recoverable_error_pb2
-from driver.tasks import (HANDLE_VERSION, DriverStateError, StartError, StopTimeout, TaskHandle, TaskInfo,
-                          TaskNotFound)
+from driver.state import DriverStateError
+from driver.store import StartError, StopTimeout, TaskNotFound
 
+_NO_EXEC = f"the {DRIVER_NAME} driver does not support exec (use ECS Exec with the AWS CLI)"
+HANDLE_VERSION = 1  # the version of the TaskHandle message Nomad stores for us (its driver_state is ours)
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
@@ -53,9 +59,6 @@ def _handle_proto(cfg: driver_pb2.TaskConfig, handle: TaskHandle) -> driver_pb2.
 
 async def _abort_start(context, message: str, recoverable: bool) -> None:
     """FAILED_PRECONDITION with a RecoverableError detail, the way Nomad's Go plugin server sends it."""
-    from google.rpc import status_pb2
-    from grpc_status import rpc_status
-
     detail = AnyPb()
     detail.Pack(recoverable_error_pb2.RecoverableError(recoverable=recoverable))
     status = status_pb2.Status(code=grpc.StatusCode.FAILED_PRECONDITION.value[0], message=message, details=[detail])
@@ -65,16 +68,16 @@ async def _abort_start(context, message: str, recoverable: bool) -> None:
 class TaskRpcs:
     """Task lifecycle RPCs, mixed into the Driver servicer (which provides `self.plugin`)."""
 
-    async def _manager(self, context):
+    async def _store(self, context):
         tasks = self.plugin.tasks
         if tasks is None or self.plugin.config is None or not self.plugin.config.enabled:
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION,
-                                "the ecs driver is disabled or not configured (plugin config: enabled = true, "
-                                "cluster = \"...\")")
+                                f"the {DRIVER_NAME} driver is disabled or not configured (plugin config: "
+                                "enabled = true, cluster = \"...\")")
         return tasks
 
     async def _handle(self, context, task_id: str) -> TaskHandle:
-        tasks = await self._manager(context)
+        tasks = await self._store(context)
         try:
             return tasks.get(task_id)
         except TaskNotFound as exc:
@@ -83,7 +86,7 @@ class TaskRpcs:
     async def StartTask(self, request, context):
         tasks = self.plugin.tasks
         if tasks is None or self.plugin.config is None or not self.plugin.config.enabled:
-            await _abort_start(context, "the ecs driver is disabled or not configured", recoverable=False)
+            await _abort_start(context, f"the {DRIVER_NAME} driver is disabled or not configured", recoverable=False)
         try:
             handle = await tasks.start(_info(request.task), request.task.msgpack_driver_config)
         except StartError as exc:
@@ -92,7 +95,7 @@ class TaskRpcs:
                                             handle=_handle_proto(request.task, handle))
 
     async def RecoverTask(self, request, context):
-        tasks = await self._manager(context)
+        tasks = await self._store(context)
         cfg = request.handle.config
         info = _info(cfg)
         if request.task_id and not cfg.id:
@@ -104,7 +107,7 @@ class TaskRpcs:
         return driver_pb2.RecoverTaskResponse()
 
     async def WaitTask(self, request, context):
-        tasks = await self._manager(context)
+        tasks = await self._store(context)
         try:
             result = await tasks.wait(request.task_id)
         except TaskNotFound as exc:
@@ -112,7 +115,7 @@ class TaskRpcs:
         return driver_pb2.WaitTaskResponse(result=_exit_result(result), err=result.err or "")
 
     async def StopTask(self, request, context):
-        tasks = await self._manager(context)
+        tasks = await self._store(context)
         try:
             await tasks.stop(request.task_id, _seconds(request.timeout), request.signal)
         except StopTimeout as exc:
@@ -123,7 +126,7 @@ class TaskRpcs:
         return driver_pb2.StopTaskResponse()
 
     async def DestroyTask(self, request, context):
-        tasks = await self._manager(context)
+        tasks = await self._store(context)
         try:
             await tasks.destroy(request.task_id, request.force)
         except AwsError as exc:
@@ -148,7 +151,7 @@ class TaskRpcs:
         return driver_pb2.InspectTaskResponse(task=status, driver=driver_pb2.TaskDriverStatus(attributes=attrs))
 
     async def TaskStats(self, request, context):
-        tasks = await self._manager(context)
+        tasks = await self._store(context)
         await self._handle(context, request.task_id)
         interval = _seconds(request.collection_interval) or 1.0
         while request.task_id in tasks.ids():
@@ -160,14 +163,12 @@ class TaskRpcs:
 
     async def SignalTask(self, request, context):
         await context.abort(grpc.StatusCode.UNIMPLEMENTED,
-                            f"the ecs driver does not support signals (task {request.task_id!r}, "
+                            f"the {DRIVER_NAME} driver does not support signals (task {request.task_id!r}, "
                             f"signal {request.signal!r}): ECS tasks can only be stopped")
 
     async def ExecTask(self, request, context):
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "the ecs driver does not support exec "
-                                                           "(use ECS Exec with the AWS CLI)")
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, _NO_EXEC)
 
     async def ExecTaskStreaming(self, request_iterator, context):
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "the ecs driver does not support exec "
-                                                           "(use ECS Exec with the AWS CLI)")
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, _NO_EXEC)
         yield  # pragma: no cover - makes this a stream

@@ -1,6 +1,6 @@
 """The task's `config {}` block: decoded from Nomad's cty msgpack and validated before any AWS call.
 
-Shape (see driver/schema.py for the declaration Nomad sees):
+Shape (see driver/declaration.py for the schema Nomad sees):
 
     task {
       task_definition = "family:rev"            # required
@@ -21,11 +21,13 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgpack
+
 LAUNCH_TYPES = ("FARGATE", "EC2", "EXTERNAL")
 PUBLIC_IP = ("ENABLED", "DISABLED")
 PROPAGATE_TAGS = ("TASK_DEFINITION", "SERVICE", "NONE")
 NOMAD_TAG_PREFIX = "nomad:"
-MAX_USER_TAGS = 43  # ECS allows 50 tags per resource; up to seven are ours (driver.tasks' ownership tags too)
+MAX_USER_TAGS = 43  # ECS allows 50 tags per resource; up to seven are ours (driver.handle's ownership tags too)
 _TAG_KEY_MAX, _TAG_VALUE_MAX = 128, 256
 _TASK_DEF_RE = re.compile(r"^[A-Za-z0-9_:/.\-]{1,1600}$")
 
@@ -62,8 +64,6 @@ class EcsTaskConfig:
 
 def decode_task_config(data: bytes) -> EcsTaskConfig:
     """Decode `msgpack_driver_config` bytes and validate them."""
-    import msgpack
-
     if not data:
         raise TaskConfigError("task", "the task has no driver config (a `config { task { ... } }` block is required)")
     try:
@@ -116,7 +116,7 @@ def validate_task_config(value: Any) -> EcsTaskConfig:
 def run_task_params(cfg: EcsTaskConfig, *, alloc_id: str, job: str, group: str, task: str,
                     client_token: str, owner_tags: dict[str, str] | None = None) -> dict[str, Any]:
     """The RunTask parameters for one Nomad task (the cluster is the adapter's); `owner_tags` are the
-    ownership tags of driver.tasks (who may stop the task)."""
+    ownership tags of driver.handle (who may stop the task)."""
     tags = {**cfg.tags, "nomad:alloc_id": alloc_id, "nomad:job": job, "nomad:group": group, "nomad:task": task,
             **(owner_tags or {})}
     params: dict[str, Any] = {

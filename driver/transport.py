@@ -1,16 +1,17 @@
-"""go-plugin's server side for a Python plugin (contract A.1-A.9).
+"""go-plugin's server side for a Python plugin (the protocol as docs/nomad-notes.md describes it).
 
 `run(register)` does what a Go plugin's `plugin.Serve` does: check the magic cookie, negotiate the app
 protocol, ignore SIGINT, listen on a unix socket in a private temporary directory (TLS when the host
 sends PLUGIN_CLIENT_CERT), start serving, and only then print the handshake line as the first and only
 stdout line. It serves until the host calls GRPCController/Shutdown or sends SIGTERM, then removes the
-socket directory. grpc is imported only after the cookie check, boto3 never on this path.
+socket directory. boto3 is never imported on this path, and `cryptography` only when TLS is asked for.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import datetime
 import os
 import shutil
 import signal
@@ -20,7 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Awaitable, Callable, Mapping
 
+import grpc
+
 from driver import log
+from driver.declaration import PLUGIN_BINARY
 
 MAGIC_COOKIE_KEY = "NOMAD_PLUGIN_MAGIC_COOKIE"
 MAGIC_COOKIE_VALUE = "e4327c2e01eabfd75a8a67adb114fb34a757d57eee7728d857a8cec6e91a7255"
@@ -41,7 +45,7 @@ def check_cookie(env: Mapping[str, str]) -> None:
             "This binary is a plugin. These are not meant to be executed directly.\n"
             "Please execute the program that consumes these plugins (the Nomad agent), which will load "
             "any plugins automatically. Point the agent's plugin_dir at the directory holding "
-            "nomad-driver-ecs and add a plugin \"nomad-driver-ecs\" { config { ... } } block.")
+            f"{PLUGIN_BINARY} and add a plugin \"{PLUGIN_BINARY}\" {{ config {{ ... }} }} block.")
 
 
 def negotiate(env: Mapping[str, str]) -> int:
@@ -94,6 +98,7 @@ class AutoMtls:
     @property
     def handshake_field(self) -> str:
         """Base64 (standard alphabet, no padding) of our certificate's DER, as go-plugin writes it."""
+        # Lazy, as in generate(): cryptography costs ~50 ms of start-up, needed only when the host asks for TLS.
         from cryptography import x509
         from cryptography.hazmat.primitives.serialization import Encoding
 
@@ -102,8 +107,8 @@ class AutoMtls:
 
     @classmethod
     def generate(cls, client_cert_pem: str) -> "AutoMtls":
-        import datetime
-
+        # Lazy: importing cryptography costs ~50 ms on the path to the handshake line, and only a host that
+        # sends PLUGIN_CLIENT_CERT needs it (benchmarks/plugin_startup.py measures that path).
         from cryptography import x509
         from cryptography.hazmat.primitives import hashes, serialization
         from cryptography.hazmat.primitives.asymmetric import ec
@@ -135,13 +140,11 @@ class AutoMtls:
                    client_cert_pem=client_cert_pem.encode())
 
     def server_credentials(self):
-        import grpc
-
         return grpc.ssl_server_credentials([(self.key_pem, self.cert_pem)], root_certificates=self.client_cert_pem,
                                            require_client_auth=True)
 
 
-Register = Callable[["object", asyncio.Event], Awaitable[None]]
+Register = Callable[[grpc.aio.Server, asyncio.Event], Awaitable[None]]
 
 
 def _print_handshake(line: str) -> None:
@@ -162,8 +165,6 @@ def _print_handshake(line: str) -> None:
 
 
 async def _serve(register: Register, env: Mapping[str, str], app_version: int, socket_dir: Path) -> None:
-    import grpc
-
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)

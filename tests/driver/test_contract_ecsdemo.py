@@ -12,7 +12,7 @@ import hcl2
 from google.protobuf.duration_pb2 import Duration
 
 from driver.pb import driver_pb2
-from driver.tasks import OWNER_TAG
+from driver.handle import OWNER_TAG
 from ecsdemo import aws as demo_aws
 from ecsdemo import render
 from ecsdemo.config import GROUP_NAME, JOB_ID, PLUGIN_NAME, TASK_NAME, DemoConfig

@@ -7,8 +7,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from driver.taskconfig import (EcsTaskConfig, TaskConfigError, decode_task_config, run_task_params, started_by,
-                               validate_task_config)
+from driver.taskconfig import (
+    EcsTaskConfig,
+    TaskConfigError,
+    decode_task_config,
+    run_task_params,
+    started_by,
+    validate_task_config,
+)
 
 NET = {"aws_vpc_configuration": {"subnets": ["subnet-1"], "security_groups": ["sg-1"], "assign_public_ip": None}}
 
@@ -87,7 +93,8 @@ def test_started_by_is_short_for_any_alloc_id():
     assert started_by("x" * 100) == "nomad-" + "x" * 30 and started_by("") == "nomad-"
 
 
-_any = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=10) | st.binary(max_size=5),
+_scalars = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=10) | st.binary(max_size=5)
+_any = st.recursive(_scalars,
                     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
                     max_leaves=12)
 _task_keys = st.sampled_from(["task_definition", "launch_type", "platform_version", "propagate_tags",

@@ -1,10 +1,11 @@
-"""The lifecycle domain (driver.tasks, driver.monitor, driver.aws) against the real moto server process."""
+"""The lifecycle domain (driver.store, driver.handle, driver.state, driver.monitor, driver.aws) against the real moto
+server process."""
 
 from __future__ import annotations
 
 import asyncio
 import sys
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 
 import msgpack
@@ -14,8 +15,25 @@ sys.path.insert(0, str(Path(__file__).parent))
 from test_lifecycle_support import FifoReader, world  # noqa: E402,F401
 
 from driver.aws import EcsApi, EcsTarget  # noqa: E402
-from driver.tasks import (DETACH_SIGNAL, OWNER_TAG, DriverState, DriverStateError, StartError,  # noqa: E402
-                          StopTimeout, TaskInfo, TaskManager, TaskNotFound, client_token)
+from driver.handle import (  # noqa: E402
+    FORMER_OWNERS_TAG,
+    OWNER_SINCE_TAG,
+    OWNER_TAG,
+    Ownership,
+    TaskInfo,
+    owner_digest,
+    owner_mark,
+)
+from driver.state import DriverState, DriverStateError  # noqa: E402
+from driver.store import (  # noqa: E402
+    DETACH_SIGNAL,
+    StartError,
+    StopTimeout,
+    TaskNotFound,
+    TaskStore,
+    _failure_error,
+    client_token,
+)
 
 ALLOC = "5b0f4c4e-6f0a-4c5b-9a9e-0123456789ab"
 POLL = 0.1
@@ -42,7 +60,7 @@ def run(world, body, poll=POLL):
     async def main():
         ecs = EcsApi(EcsTarget(world.cluster, world.aws.region, world.aws.url), max_attempts=2)
         rec = Recorder()
-        mgr = TaskManager(ecs, rec, poll_interval=poll)
+        mgr = TaskStore(ecs, rec, poll_interval=poll)
         try:
             return await asyncio.wait_for(body(mgr, rec), 30)
         finally:
@@ -153,7 +171,7 @@ def test_recover_from_driver_state_alone_on_a_new_manager(world):
 def test_recover_of_a_task_ecs_does_not_know_reports_missing(world):
     state = DriverState(cluster=world.cluster, region="us-east-1",
                         task_arn=f"arn:aws:ecs:us-east-1:123456789012:task/{world.cluster}/deadbeef",
-                        started_at=__import__("datetime").datetime.now(__import__("datetime").timezone.utc))
+                        started_at=datetime.now(timezone.utc))
 
     async def body(mgr, rec):
         h = await mgr.recover(info(), state.encode())
@@ -224,7 +242,7 @@ def test_stop_times_out_when_ecs_never_reports_stopped(world, moto_url):
 
         async def main():
             ecs = EcsApi(EcsTarget(world.cluster, world.aws.region, proxy.url), max_attempts=2)
-            mgr = TaskManager(ecs, Recorder(), poll_interval=POLL)
+            mgr = TaskStore(ecs, Recorder(), poll_interval=POLL)
             try:
                 return await asyncio.wait_for(body(mgr, None), 30)
             finally:
@@ -239,7 +257,7 @@ def test_monitor_batches_describe_calls(world):
 
     async def body(mgr, rec):
         blob = lambda a: DriverState(world.cluster, "us-east-1", a,  # noqa: E731
-                                     __import__("datetime").datetime.now(__import__("datetime").timezone.utc)).encode()
+                                     datetime.now(timezone.utc)).encode()
         for i, arn in enumerate(arns):
             await mgr.recover(info(i), blob(arn))
         await mgr.recover(info(999), blob(arns[0]))  # a second entry for one ARN costs nothing extra
@@ -276,8 +294,6 @@ def test_concurrent_starts_with_one_task_id_run_one_ecs_task(world):
     ([], True),
 ])
 def test_runtask_failures_are_classified(failures, recoverable):
-    from driver.tasks import _failure_error
-
     err = _failure_error(failures)
     assert err.recoverable is recoverable and str(err).startswith("ECS RunTask")
     for f in failures:
@@ -287,8 +303,6 @@ def test_runtask_failures_are_classified(failures, recoverable):
 # --- driver state forms and the ownership tags (no AWS) ------------------------------------------
 
 def test_driver_state_v2_is_msgpack_with_the_reference_drivers_arn_key_and_round_trips():
-    from datetime import datetime, timezone
-
     arn = "arn:aws:ecs:us-west-2:123456789012:task/c/0123"
     state = DriverState(cluster="c", region="us-west-2", task_arn=arn, alloc_id="a", task_name="t",
                         started_at=datetime(2026, 1, 2, 3, 4, 5, 600000, tzinfo=timezone.utc), task_id="a/t/1")
@@ -302,8 +316,6 @@ def test_driver_state_v2_is_msgpack_with_the_reference_drivers_arn_key_and_round
 
 
 def test_driver_state_json_v1_and_reference_forms_decode():
-    from datetime import datetime, timezone
-
     from test_lifecycle_support import json_v1_state, reference_state
 
     arn = "arn:aws:ecs:us-east-1:123456789012:task/c/0123"
@@ -322,10 +334,6 @@ def test_driver_state_json_v1_and_reference_forms_decode():
 
 
 def test_ownership_claims_keep_former_owners_and_unsafe_ids_become_digests():
-    from datetime import datetime, timezone
-
-    from driver.tasks import FORMER_OWNERS_TAG, OWNER_SINCE_TAG, Ownership, owner_digest, owner_mark
-
     a, b, c = (f"{x * 8}-0000-0000-0000-000000000000/http-server/0000000{n}" for n, x in enumerate("abc"))
     now = datetime(2026, 12, 1, 21, 0, tzinfo=timezone.utc)
     since = "2026-12-01T21:00:00.000000Z"
@@ -357,7 +365,7 @@ def test_a_recovery_that_could_not_read_the_tags_yields_to_a_later_claim(world, 
         async def main():
             direct = EcsApi(EcsTarget(world.cluster, world.aws.region, world.aws.url), max_attempts=2)
             blocked = EcsApi(EcsTarget(world.cluster, world.aws.region, proxy.url), max_attempts=1)
-            ma, mb, mc = (TaskManager(api, Recorder(), poll_interval=POLL) for api in (direct, blocked, direct))
+            ma, mb, mc = (TaskStore(api, Recorder(), poll_interval=POLL) for api in (direct, blocked, direct))
             try:
                 a = await ma.start(info(1), world.task_config_bytes())
                 blob = a.state.encode()
@@ -396,7 +404,7 @@ def test_an_answer_without_its_tags_is_not_taken_for_an_unowned_task(world, moto
         async def main():
             direct = EcsApi(EcsTarget(world.cluster, world.aws.region, world.aws.url), max_attempts=2)
             tagless = EcsApi(EcsTarget(world.cluster, world.aws.region, proxy.url), max_attempts=2)
-            ma, mb = (TaskManager(api, Recorder(), poll_interval=POLL) for api in (tagless, direct))
+            ma, mb = (TaskStore(api, Recorder(), poll_interval=POLL) for api in (tagless, direct))
             async def body():
                 a = await ma.start(info(1), world.task_config_bytes())
                 b = await mb.recover(info(2, alloc="bbbbbbbb-0000-0000-0000-000000000000"), a.state.encode())

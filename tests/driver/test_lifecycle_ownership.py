@@ -23,7 +23,8 @@ from test_lifecycle_scenarios import (ALLOC_A, ALLOC_B, TASK, arn_of, body, conf
 from test_lifecycle_support import FifoReader, json_v1_state, reference_state  # noqa: E402
 
 from driver.pb import driver_pb2  # noqa: E402
-from driver.tasks import FORMER_OWNERS_TAG, OWNER_TAG, DriverState, owner_digest  # noqa: E402
+from driver.handle import FORMER_OWNERS_TAG, OWNER_TAG, owner_digest  # noqa: E402
+from driver.state import DriverState  # noqa: E402
 
 ALLOC_C = "cccccccc-1111-2222-3333-444444444444"
 

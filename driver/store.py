@@ -1,59 +1,46 @@
-"""The driver's task domain: driver state, the per-task handle, and the task store with its operations.
+"""The task store: every task this plugin process tracks, and the lifecycle operations on them.
 
-Plain Python types only (no protos). One `TaskManager` per plugin process holds every tracked task by
-Nomad task id and drives ECS through `driver.aws.EcsApi`; one `driver.monitor.EcsMonitor` watches them
-all. Remote-task semantics (contract section G):
+One `TaskStore` per plugin process holds each tracked `TaskHandle` (driver.handle) by Nomad task id and
+drives ECS through `driver.aws.EcsApi`; one `driver.monitor.EcsMonitor` watches them all. Plain Python
+types only (no protos). Remote-task semantics (docs/driver.md, "Remote-task semantics"):
 
 * StopTask with `DETACH` forgets the task without touching ECS, and so does the DestroyTask after it;
 * any other StopTask stops the ECS task and waits for STOPPED within the timeout, if this task id owns it;
 * RecoverTask re-attaches from `driver_state` alone (any of its three forms, see `DriverState.decode`);
-* closing the manager (plugin shutdown) never stops an ECS task.
+* closing the store (plugin shutdown) never stops an ECS task.
 
-The ownership rule. The ECS task's `nomad:owner` tag names the Nomad task id allowed to stop it: the one
-that started it (RunTask tags), then each allocation that recovered it through a hand-over (RecoverTask
-under a task id that is neither the owner nor a former owner). The ids it was taken from are kept, as
-12-hex digests, in `nomad:former_owners`; `nomad:owner_since` says when the owner claimed it. A
-RecoverTask by a former owner (a restarted client restoring its drained or lost allocation) is accepted
-as a *bystander*: monitored (WaitTask ends only when the ECS task really ends), but StopTask and
-DestroyTask of it only detach. Before any ECS StopTask the tag is
-read again (in the same DescribeTasks): if another task id owns it by then, the stop detaches instead.
-When the tag cannot be read, nothing is stopped (StopTask fails and Nomad retries; a forced DestroyTask
-forgets the task and says it left it running); a RecoverTask that could not read or write them retries,
-and yields to another task id that claimed the task after it.
+The ownership rule (docs/driver.md). The ECS task's `nomad:owner` tag names the Nomad task id allowed to
+stop it: the one that started it (RunTask tags), then each allocation that recovered it through a
+hand-over (RecoverTask under a task id that is neither the owner nor a former owner). The ids it was
+taken from are kept, as 12-hex digests, in `nomad:former_owners`; `nomad:owner_since` says when the
+owner claimed it. A RecoverTask by a former owner (a restarted client restoring its drained or lost
+allocation) is accepted as a *bystander*: monitored (WaitTask ends only when the ECS task really ends),
+but StopTask and DestroyTask of it only detach. Before any ECS StopTask the tag is read again (in the
+same DescribeTasks): if another task id owns it by then, the stop detaches instead. When the tag cannot
+be read, nothing is stopped (StopTask fails and Nomad retries; a forced DestroyTask forgets the task and
+says it left it running); a RecoverTask that could not read or write them retries, and yields to another
+task id that claimed the task after it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import errno
 import hashlib
-import json
-import os
-import re
-import struct
-from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Callable
+from typing import Callable
 
 from driver.aws import AwsError, EcsApi, EcsTarget
+from driver.handle import STOPPED, ExitInfo, Notify, Ownership, TaskHandle, TaskInfo
+from driver.monitor import EcsMonitor
+from driver.state import DriverState, DriverStateError
 from driver.taskconfig import TaskConfigError, decode_task_config, run_task_params
 
 DETACH_SIGNAL = "DETACH"
-OWNER_TAG = "nomad:owner"                  # the Nomad task id that may stop the ECS task
-FORMER_OWNERS_TAG = "nomad:former_owners"  # space-separated digests of the task ids that handed it over
-OWNER_SINCE_TAG = "nomad:owner_since"      # when the owner claimed it (RFC 3339, UTC)
-HANDLE_VERSION = 1
-STATE_VERSION = 2        # msgpack map (ours); version 1 was JSON, still accepted by RecoverTask
-JSON_STATE_VERSION = 1
-STOPPED = "STOPPED"
 STOP_REASON_PREFIX = "Stopped by Nomad"
 DEFAULT_STOP_TIMEOUT = 5.0  # Nomad's default kill_timeout, used when a caller sends none
-EXIT_UNKNOWN = 1  # exit code when ECS gives none for a task that stopped by itself
 
 # RunTask failure reasons worth a retry by Nomad's restart policy (capacity, throttling, agent trouble).
 _RECOVERABLE_FAILURES = ("RESOURCE", "CAPACITY", "AGENT", "THROTTL", "LIMIT", "UNAVAILABLE", "TIMEOUT")
-
-Notify = Callable[["TaskHandle", str, dict], None]
 
 
 class TaskNotFound(LookupError):
@@ -74,23 +61,6 @@ class StopTimeout(TimeoutError):
     pass
 
 
-class DriverStateError(ValueError):
-    pass
-
-
-def rfc3339(ts: datetime) -> str:
-    return ts.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def _parse_time(text: Any) -> datetime | None:
-    if not isinstance(text, str):
-        return None
-    try:
-        ts = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return ts if ts.tzinfo else ts.replace(tzinfo=timezone.utc)
-
 
 def client_token(task_id: str) -> str:
     """RunTask's idempotency token for a Nomad task id (64 ASCII characters)."""
@@ -101,376 +71,11 @@ def stop_reason(alloc_id: str, task_name: str) -> str:
     return f"{STOP_REASON_PREFIX}: allocation {alloc_id} task {task_name}"
 
 
-# --- driver state ----------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class DriverState:
-    """What a TaskHandle's `driver_state` carries: enough to re-attach with no task config. No secrets.
-
-    Written as a msgpack map `{"ARN", "v": 2, "cluster", "region", "started_at", "task_id", "alloc_id",
-    "task_name", "container"}`: `ARN` is the key the Go reference driver (and Nomad's e2e suite) reads."""
-
-    cluster: str
-    region: str | None
-    task_arn: str
-    started_at: datetime
-    alloc_id: str = ""
-    task_name: str = ""
-    container: str | None = None
-    task_id: str = ""
-    form: str = "msgpack-v2"   # which form it was read from: msgpack-v2, json-v1 or reference
-
-    def encode(self) -> bytes:
-        import msgpack
-
-        doc = {"ARN": self.task_arn, "v": STATE_VERSION, "cluster": self.cluster, "region": self.region,
-               "started_at": rfc3339(self.started_at), "task_id": self.task_id, "alloc_id": self.alloc_id,
-               "task_name": self.task_name, "container": self.container}
-        return msgpack.packb(doc, use_bin_type=False)  # classic msgpack: every Go msgpack decoder reads it
-
-    @classmethod
-    def decode(cls, data: bytes, cluster: str = "", region: str | None = None) -> "DriverState":
-        """Read our msgpack state (v2), our earlier JSON state (v1), or the Go reference driver's state
-        (msgpack `{TaskConfig, ContainerName, ARN, StartedAt}`; it names no cluster or region, so
-        `cluster`/`region` (the plugin config's) are used)."""
-        if not data:
-            raise DriverStateError("the task handle has no driver state (nothing to re-attach to)")
-        data = bytes(data)
-        if data[:1] == b"{":
-            return cls._from_json(data)
-        import msgpack
-
-        try:
-            doc = msgpack.unpackb(data, raw=True)  # raw: Go writes strings and times as raw bytes
-        except Exception as exc:  # msgpack raises several unrelated types for garbage
-            raise DriverStateError(f"driver state is neither this driver's msgpack or JSON state nor the "
-                                   f"reference driver's ({type(exc).__name__}: {exc})") from None
-        if not isinstance(doc, dict):
-            raise DriverStateError(f"driver state must be a msgpack map, got {type(doc).__name__}")
-        doc = {_text(k): v for k, v in doc.items()}
-        if "v" in doc:
-            return cls._from_ours(doc)
-        if "ARN" in doc:
-            return cls._from_reference(doc, cluster, region)
-        raise DriverStateError("driver state has no ECS task ARN (no `ARN` key)")
-
-    @classmethod
-    def _from_ours(cls, doc: dict) -> "DriverState":
-        if doc.get("v") != STATE_VERSION:
-            raise DriverStateError(f"driver state version {doc.get('v')!r} is not supported "
-                                   f"(expected {STATE_VERSION}, or JSON version {JSON_STATE_VERSION})")
-        get = lambda key: _text(doc.get(key))  # noqa: E731
-        return cls._checked(cluster=get("cluster"), region=get("region"), arn=get("ARN"),
-                            started_at=get("started_at"), alloc_id=get("alloc_id"), task_name=get("task_name"),
-                            container=get("container"), task_id=get("task_id"), form="msgpack-v2")
-
-    @classmethod
-    def _from_json(cls, data: bytes) -> "DriverState":
-        try:
-            doc = json.loads(data.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError) as exc:
-            raise DriverStateError(f"driver state is not JSON written by this driver: {exc}") from None
-        if not isinstance(doc, dict):
-            raise DriverStateError("driver state must be a JSON object")
-        if doc.get("v") != JSON_STATE_VERSION:
-            raise DriverStateError(f"driver state version {doc.get('v')!r} is not supported "
-                                   f"(JSON state is version {JSON_STATE_VERSION})")
-        return cls._checked(cluster=doc.get("cluster"), region=doc.get("region"), arn=doc.get("task_arn"),
-                            started_at=doc.get("started_at"), alloc_id=doc.get("alloc_id"),
-                            task_name=doc.get("task_name"), container=doc.get("container"), task_id="",
-                            form="json-v1")
-
-    @classmethod
-    def _from_reference(cls, doc: dict, cluster: str, region: str | None) -> "DriverState":
-        cfg = doc.get("TaskConfig")
-        cfg = {_text(k): _text(v) for k, v in cfg.items()} if isinstance(cfg, dict) else {}
-        started = doc.get("StartedAt")
-        return cls._checked(cluster=cluster, region=region, arn=_text(doc.get("ARN")),
-                            started_at=_go_time(started) if isinstance(started, bytes) else _text(started),
-                            alloc_id=cfg.get("AllocID"), task_name=cfg.get("Name"),
-                            container=_text(doc.get("ContainerName")), task_id=cfg.get("ID"), form="reference")
-
-    @classmethod
-    def _checked(cls, *, cluster, region, arn, started_at, alloc_id, task_name, container, task_id,
-                 form) -> "DriverState":
-        if not isinstance(arn, str) or not arn.startswith("arn:") or ":task/" not in arn:
-            raise DriverStateError(f"driver state has no ECS task ARN (task ARN {arn!r})")
-        if not isinstance(cluster, str) or not cluster:
-            raise DriverStateError("driver state has no cluster" + (
-                " (the reference driver's state names none and the plugin config has no cluster)"
-                if form == "reference" else ""))
-        if region is not None and not isinstance(region, str):
-            raise DriverStateError("driver state region must be a string or null")
-        started = started_at if isinstance(started_at, datetime) else _parse_time(started_at)
-        text = lambda v: v if isinstance(v, str) else ""  # noqa: E731
-        return cls(cluster=cluster, region=region or None, task_arn=arn,
-                   started_at=started or datetime.now(timezone.utc), alloc_id=text(alloc_id),
-                   task_name=text(task_name), container=text(container) or None, task_id=text(task_id), form=form)
-
-
-def _text(value: Any) -> Any:
-    """Go msgpack's raw strings as str (left as bytes when they are not UTF-8, like a binary time)."""
-    if isinstance(value, bytes):
-        try:
-            return value.decode("utf-8")
-        except UnicodeDecodeError:
-            return value
-    return value
-
-
-_GO_EPOCH_OFFSET = 62135596800  # seconds from 0001-01-01 (Go's time zero) to the Unix epoch
-
-
-def _go_time(data: bytes) -> datetime | None:
-    """A Go `time.Time` as `MarshalBinary` writes it (how Nomad's msgpack handle stores times)."""
-    if len(data) not in (15, 16) or data[0] not in (1, 2):
-        return None
-    secs, nanos = struct.unpack(">qi", data[1:13])
-    try:
-        return datetime.fromtimestamp(secs - _GO_EPOCH_OFFSET + nanos / 1e9, timezone.utc)
-    except (OverflowError, OSError, ValueError):
-        return None
-
-
-# --- ownership -------------------------------------------------------------------------------------
-
-_TAG_SAFE = re.compile(r"^[\w .:/=+\-@]{1,256}$")
-DIGEST_LEN = 12
-_MAX_FORMER = 256 // (DIGEST_LEN + 1)  # digests that fit in one tag value
-
-
-def owner_mark(task_id: str) -> str:
-    """The `nomad:owner` value for a task id: the id itself, or a digest when ECS would refuse it as a tag."""
-    if _TAG_SAFE.match(task_id):
-        return task_id
-    return "sha256:" + hashlib.sha256(task_id.encode("utf-8", "surrogatepass")).hexdigest()[:40]
-
-
-def owner_digest(mark: str) -> str:
-    return hashlib.sha256(mark.encode("utf-8", "surrogatepass")).hexdigest()[:DIGEST_LEN]
-
-
-@dataclass(frozen=True)
-class Ownership:
-    """Who may stop an ECS task, from its tags (owner, former owners' digests, time of the last claim)."""
-
-    owner: str | None
-    former: tuple[str, ...] = ()
-    since: datetime | None = None
-
-    @classmethod
-    def of(cls, desc: dict) -> "Ownership":
-        tags = {t.get("key"): t.get("value") for t in desc.get("tags") or []}
-        return cls(owner=tags.get(OWNER_TAG) or None, former=tuple((tags.get(FORMER_OWNERS_TAG) or "").split()),
-                   since=_parse_time(tags.get(OWNER_SINCE_TAG)))
-
-    def owned_by(self, task_id: str) -> bool:
-        return self.owner == owner_mark(task_id)
-
-    def handed_over_by(self, task_id: str) -> bool:
-        return owner_digest(owner_mark(task_id)) in self.former
-
-    def claimed_by(self, task_id: str, now: datetime | None = None) -> dict[str, str]:
-        """The tags that make `task_id` the owner (the current owner, if any, becomes a former owner)."""
-        tags = {OWNER_TAG: owner_mark(task_id), OWNER_SINCE_TAG: rfc3339(now or datetime.now(timezone.utc))}
-        if self.owner and not self.owned_by(task_id):
-            former = [d for d in self.former if d != owner_digest(self.owner)] + [owner_digest(self.owner)]
-            tags[FORMER_OWNERS_TAG] = " ".join(former[-_MAX_FORMER:])
-        return tags
-
-
-# --- per-task plumbing -----------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class TaskInfo:
-    """Who the task is in Nomad's terms (from the TaskConfig proto)."""
-
-    task_id: str
-    name: str = ""
-    alloc_id: str = ""
-    job: str = ""
-    group: str = ""
-    stdout_path: str = ""
-
-
-@dataclass(frozen=True)
-class ExitInfo:
-    exit_code: int = 0
-    signal: int = 0
-    err: str | None = None
-
-
-class TaskOutput:
-    """Best-effort line writer for the task's stdout FIFO: never blocks the event loop, never raises.
-
-    Nomad's logmon holds the FIFO's read end; if it is not there yet (ENXIO) or went away (EPIPE) the
-    open is retried on the next line. A full FIFO (EAGAIN) drops the line rather than wait."""
-
-    def __init__(self, path: str):
-        self.path = path
-        self._fd: int | None = None
-
-    def write_line(self, text: str) -> bool:
-        if not self.path:
-            return False
-        if self._fd is None:
-            try:
-                self._fd = os.open(self.path, os.O_WRONLY | os.O_NONBLOCK | os.O_APPEND | os.O_CLOEXEC)
-            except OSError:
-                return False
-        try:
-            os.write(self._fd, (text.rstrip("\n") + "\n").encode("utf-8", "replace"))
-            return True
-        except OSError as exc:
-            if exc.errno != errno.EAGAIN:
-                self.close()
-            return False
-
-    def close(self) -> None:
-        if self._fd is not None:
-            try:
-                os.close(self._fd)
-            except OSError:
-                pass
-            self._fd = None
-
-
-class TaskHandle:
-    """One Nomad task and the ECS task it stands for: status, result, output, and its done signal."""
-
-    def __init__(self, info: TaskInfo, state: DriverState, notify: Notify, recovered: bool = False):
-        self.info = info
-        self.state = state
-        self.recovered = recovered
-        self.output = TaskOutput(info.stdout_path)
-        self.last_status: str | None = None
-        self.task_definition_arn: str | None = None
-        self.stopped_reason: str | None = None
-        self.detached = False
-        self.stop_requested = False
-        self.result: ExitInfo | None = None
-        self.completed_at: datetime | None = None
-        self.done = asyncio.Event()
-        self.last_line_at = 0.0
-        self.missing_count = 0
-        # Ownership (module docstring): True = may stop the ECS task; False = a bystander (a former owner
-        # restored); None = unknown (the tags could not be read at RecoverTask; resolved later).
-        self.owner: bool | None = True
-        self.owned_by: str | None = None         # the current owner's mark, when it is another task id
-        self.claim: dict[str, str] | None = None  # ownership tags still to write (a failed TagResource) ...
-        self.claim_basis: str | None = None       # ... and the owner they displace, as read before the claim
-        self.blind_since: datetime | None = None  # RecoverTask could not read the tags (from then on)
-        self._notify = notify
-
-    @property
-    def task_id(self) -> str:
-        return self.info.task_id
-
-    @property
-    def arn(self) -> str:
-        return self.state.task_arn
-
-    @property
-    def running(self) -> bool:
-        return not self.done.is_set()
-
-    def event(self, message: str, **annotations: str) -> None:
-        self._notify(self, message, {"arn": self.arn, **{k: str(v) for k, v in annotations.items()}})
-
-    def line(self, text: str, now: float) -> None:
-        self.last_line_at = now
-        self.output.write_line(f"[{rfc3339(datetime.now(timezone.utc))}] - {text}")
-
-    def heartbeat(self, now: float) -> None:
-        self.line(f"client is remotely monitoring ECS task: {self.arn} with status {self.last_status or 'UNKNOWN'}",
-                  now)
-
-    def observe(self, desc: dict, now: float) -> None:
-        """Apply one DescribeTasks/RunTask answer for this task."""
-        self.missing_count = 0
-        self.task_definition_arn = desc.get("taskDefinitionArn") or self.task_definition_arn
-        status = desc.get("lastStatus") or "UNKNOWN"
-        if status != self.last_status:
-            previous, self.last_status = self.last_status, status
-            if previous is not None:
-                self.line(f"ECS task {self.arn} changed status: {previous} -> {status}", now)
-                self.event(f"ECS task status {status}", status=status, previous=previous)
-            else:
-                self.heartbeat(now)
-        if status == STOPPED and self.running:
-            self.stopped_reason = desc.get("stoppedReason") or desc.get("stopCode") or "stopped"
-            self.finish(self._exit_from(desc), now)
-
-    def observe_missing(self, now: float, confirmations: int) -> None:
-        """ECS did not return this task; after `confirmations` cycles in a row it is gone."""
-        self.missing_count += 1
-        if self.missing_count < confirmations or not self.running:
-            return
-        self.last_status = "MISSING"
-        if self.stop_requested:
-            self.stopped_reason = "ECS no longer knows the task (stopped)"
-            self.finish(ExitInfo(0), now)
-        else:
-            self.stopped_reason = "MISSING"
-            self.finish(ExitInfo(EXIT_UNKNOWN, err=f"ECS task {self.arn} is MISSING: ECS no longer knows it "
-                                                   "(stopped long ago, deleted, or in another cluster/region)"), now)
-
-    def _exit_from(self, desc: dict) -> ExitInfo:
-        if self.stop_requested:
-            return ExitInfo(0)
-        reason = self.stopped_reason
-        code = _essential_exit_code(desc.get("containers") or [], self.state.container)
-        if code == 0 and desc.get("stopCode") == "EssentialContainerExited":
-            return ExitInfo(0)
-        return ExitInfo(EXIT_UNKNOWN if code is None else code,
-                        err=f"ECS task stopped outside Nomad: {reason}")
-
-    def finish(self, result: ExitInfo, now: float) -> None:
-        if self.done.is_set():
-            return
-        self.result = result
-        self.completed_at = datetime.now(timezone.utc)
-        self.done.set()
-        if self.detached:
-            return
-        why = self.stopped_reason or "stopped"
-        self.line(f"ECS task {self.arn} finished ({why}), exit code {result.exit_code}", now)
-        self.event(f"ECS task stopped: {why}", reason=why, exit_code=str(result.exit_code))
-        self.output.close()
-
-    def detach(self, now: float, why: str = "remote task handed over") -> None:
-        if self.detached:
-            return
-        self.detached = True
-        if self.running:
-            self.line(f"detached from ECS task {self.arn}; it keeps running on ECS ({why})", now)
-            self.event(f"Detached from ECS task; it keeps running ({why})")
-            self.finish(ExitInfo(0), now)
-        self.output.close()
-
-
-def _essential_exit_code(containers: list[dict], essential: str | None) -> int | None:
-    stopped = [c for c in containers if c.get("lastStatus") == STOPPED and isinstance(c.get("exitCode"), int)]
-    if essential:
-        for c in stopped:
-            if c.get("name") == essential:
-                return c["exitCode"]
-        return None
-    if len(containers) == 1 and stopped:
-        return stopped[0]["exitCode"]
-    nonzero = [c["exitCode"] for c in stopped if c["exitCode"] != 0]
-    return nonzero[0] if nonzero else None
-
-
-# --- the store and its operations ------------------------------------------------------------------
-
-class TaskManager:
+class TaskStore:
     """Every task this plugin process tracks, keyed by Nomad task id, and the operations on them."""
 
     def __init__(self, ecs: EcsApi, notify: Notify, poll_interval: float = 5.0,
                  clock: Callable[[], float] | None = None):
-        from driver.monitor import EcsMonitor
-
         self.ecs = ecs
         self.notify = notify
         self._clock = clock or (lambda: asyncio.get_running_loop().time())

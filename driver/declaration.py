@@ -1,9 +1,11 @@
-"""The plugin's HCL schemas, declared once as plain data, and their hclspec form (ConfigSchema/TaskConfigSchema).
+"""What the driver is, declared once as plain data: its names, plugin info, config specs and capabilities.
 
-An `Object` is a dict of name -> `Attr` | `Block`. `Attr.type` is an HCL type expression in text
-(`string`, `bool`, `list(string)`, `map(string)`); `Attr.default` (a Python str/bool/number) becomes an
-hclspec `Default` with a `Literal`, so Nomad fills it in before encoding. `to_proto()` builds the
-`hashicorp.nomad.plugins.shared.hclspec.Spec` messages the servicers return.
+The servicers answer PluginInfo, ConfigSchema, TaskConfigSchema and Capabilities from these values
+(`driver.servicer` builds the proto messages, including the hclspec form of the two schemas).
+
+A schema (`CONFIG`, `TASK_CONFIG`) is a dict of name -> `Attr` | `Block`. `Attr.type` is an HCL type
+expression in text (`string`, `bool`, `list(string)`, `map(string)`); `Attr.default` (a Python
+str/bool/number) becomes an hclspec `Default` with a `Literal`, so Nomad fills it in before encoding.
 
 Decision: the four ECS extras (`tags`, `platform_version`, `propagate_tags`, `enable_execute_command`)
 sit inside the reference's `task {}` block, next to `launch_type`: that block mirrors ECS RunTask's
@@ -12,10 +14,49 @@ parameters, and these are RunTask parameters too.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Union
 
+from driver import __version__
+
+DRIVER_NAME = "ecs"                  # jobs say `driver = "ecs"`; Nomad's Node.Drivers key and attribute prefix
+PLUGIN_BINARY = "nomad-driver-ecs"   # the executable's file name and the agent's `plugin "<label>"` block
+
+
+@dataclass(frozen=True)
+class PluginInfo:
+    type: str                        # Nomad's plugin type ("driver")
+    name: str
+    plugin_version: str
+    api_versions: tuple[str, ...]    # the driver API versions we speak
+    accepted_api_versions: frozenset[str]  # what SetConfig's plugin_api_version may say
+
+
+PLUGIN_INFO = PluginInfo(
+    type="driver",
+    name=DRIVER_NAME,
+    plugin_version=__version__,
+    api_versions=("v0.1.0",),                         # Nomad's drivers.ApiVersion010
+    accepted_api_versions=frozenset({"v0.1.0", "0.1.0", ""}),
+)
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """Nomad's drivers.Capabilities for a remote task driver: nothing runs on the client node."""
+
+    send_signals: bool = False
+    exec: bool = False
+    fs_isolation: str = "image"      # drivers.FSIsolationImage: the task's filesystem is not the client's
+    must_create_network: bool = False
+    mount_configs: str = "none"      # drivers.MountConfigSupportNone
+    remote_tasks: bool = True
+
+
+CAPABILITIES = Capabilities()
+
+
+# --- the two HCL schemas ------------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class Attr:
@@ -65,22 +106,3 @@ TASK_CONFIG: Object = {
         "enable_execute_command": Attr("bool"),
     }),
 }
-
-
-def to_proto(obj: Object):
-    """The hclspec `Spec` (an Object) for a schema declared above."""
-    from driver.pb import hclspec_pb2 as hs
-
-    def one(name: str, spec: Spec) -> hs.Spec:
-        if isinstance(spec, Block):
-            return hs.Spec(block_value=hs.Block(name=name, required=spec.required, nested=obj_spec(spec.nested)))
-        attr = hs.Spec(Attr=hs.Attr(name=name, type=spec.type, required=spec.required))
-        if spec.default is None:
-            return attr
-        literal = hs.Spec(literal=hs.Literal(value=json.dumps(spec.default)))  # JSON scalars are HCL literals
-        return hs.Spec(default=hs.Default(primary=attr, default=literal))
-
-    def obj_spec(o: Object) -> hs.Spec:
-        return hs.Spec(object=hs.Object(attributes={k: one(k, v) for k, v in o.items()}))
-
-    return obj_spec(obj)
