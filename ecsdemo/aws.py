@@ -2,8 +2,9 @@
 
 The plugin (`driver/`) has its own AWS adapter; this one serves the CLI: `status`, `teardown` and the
 scenarios use it to *prove* what happened in ECS. In local mode it talks to the embedded endpoint with the
-dummy local credentials; otherwise it uses the user's standard AWS credential chain. It never prints and
-never logs credentials.
+dummy local credentials; otherwise it uses the user's standard AWS credential chain. Waiting for tasks to
+run or stop is boto3's own ECS waiters (`tasks_running`, `tasks_stopped`). It never prints and never logs
+credentials.
 """
 
 from __future__ import annotations
@@ -11,20 +12,26 @@ from __future__ import annotations
 import time
 from typing import Any, Iterable
 
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, NoRegionError, WaiterError
+
 from ecsdemo.config import DemoConfig
 from ecsdemo.errors import EcsdemoError
+from ecsdemo.local import LOCAL_CREDENTIALS, LOCAL_FILE, is_healthy
+from ecsdemo.outputs import recorded
 
 ALLOC_TAG = "nomad:alloc_id"
-STARTED_BY_PREFIX = "nomad-"          # the driver sets startedBy "nomad-<alloc id[:30]>" (the Go driver: "nomad-ecs-driver")
+# The driver sets startedBy "nomad-<alloc id[:30]>" (the Go driver: "nomad-ecs-driver").
+STARTED_BY_PREFIX = "nomad-"
 DESCRIBE_BATCH = 100                  # DescribeTasks takes at most 100 ARNs
-LOCAL_STATE_FILE = "local.json"       # where the local endpoint records its url
 
 
 def endpoint_url(cfg: DemoConfig) -> str | None:
     """The AWS endpoint to talk to: the embedded one in local mode, None (AWS itself) otherwise."""
     if not cfg.local:
         return None
-    doc = cfg.state.read_json(LOCAL_STATE_FILE) or {}
+    doc = cfg.state.read_json(LOCAL_FILE) or {}
     url = doc.get("url") if isinstance(doc, dict) else None
     if not url:
         raise EcsdemoError("the local AWS endpoint is not running (no url recorded in the state directory)",
@@ -37,23 +44,16 @@ def reachable(cfg: DemoConfig) -> bool:
     resources are gone too); on AWS, always."""
     if not cfg.local:
         return True
-    from ecsdemo.local import is_healthy
-
-    doc = cfg.state.read_json(LOCAL_STATE_FILE)
+    doc = cfg.state.read_json(LOCAL_FILE)
     return isinstance(doc, dict) and bool(doc.get("url")) and is_healthy(str(doc["url"]))
 
 
 def ecs_client(cfg: DemoConfig, url: str | None = None):
     """A boto3 ECS client for the demo's region (and the local endpoint in local mode)."""
-    import boto3
-    from botocore.config import Config
-
     kwargs: dict[str, Any] = {"region_name": cfg.region,
                               "config": Config(retries={"mode": "standard", "max_attempts": 3},
                                                connect_timeout=5, read_timeout=30)}
     if cfg.local:
-        from ecsdemo.local import LOCAL_CREDENTIALS
-
         kwargs["endpoint_url"] = url or endpoint_url(cfg)
         kwargs["aws_access_key_id"] = LOCAL_CREDENTIALS["AWS_ACCESS_KEY_ID"]
         kwargs["aws_secret_access_key"] = LOCAL_CREDENTIALS["AWS_SECRET_ACCESS_KEY"]
@@ -63,21 +63,14 @@ def ecs_client(cfg: DemoConfig, url: str | None = None):
 def cluster_name(cfg: DemoConfig) -> str:
     """The demo's ECS cluster: Terraform's output when recorded, else the configured name."""
     try:
-        from ecsdemo import infra  # the infra engineer's adapter; optional at import time
-
-        outs = infra.outputs(cfg)
-        name = outs.get("cluster_name") if isinstance(outs, dict) else getattr(outs, "cluster_name", None)
-        if name:
-            return str(name)
-    except (ImportError, AttributeError, EcsdemoError):
-        pass
-    return cfg.name
+        outs = recorded(cfg.state)
+    except EcsdemoError:   # an unreadable record: the configured name is the best guess
+        outs = None
+    return str(outs.cluster_name) if outs is not None and outs.cluster_name else cfg.name
 
 
 def _call(what: str, fn, *args, **kwargs):
     """Run one boto3 call, turning AWS and connection failures into a message the user can act on."""
-    from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, NoRegionError
-
     try:
         return fn(*args, **kwargs)
     except NoCredentialsError as exc:
@@ -93,8 +86,6 @@ def _call(what: str, fn, *args, **kwargs):
 
 
 def _is_cluster_missing(exc: BaseException) -> bool:
-    from botocore.exceptions import ClientError
-
     cause = exc.__cause__ if isinstance(exc, EcsdemoError) else exc
     return isinstance(cause, ClientError) and cause.response.get("Error", {}).get("Code") == "ClusterNotFoundException"
 
@@ -186,23 +177,58 @@ def stop_driver_tasks(cfg: DemoConfig, reason: str, client=None, wait: float = 0
     return stopped
 
 
+def _wait(client, waiter_name: str, cluster: str, arns: list[str], timeout: float, interval: float) -> dict | None:
+    """Run boto3's ECS waiter `waiter_name` on up to 100 tasks, asking every `interval` seconds for about
+    `timeout` seconds. None when it succeeded; else DescribeTasks' last answer (the waiter reached a failure
+    state, or the time is up). An AWS error answer or a connection failure raises as `_call` words it."""
+    attempts = int(max(timeout, 0.0) // interval) + 1 if interval > 0 else 1
+    try:
+        _call("describing ECS tasks", client.get_waiter(waiter_name).wait, cluster=cluster, tasks=arns,
+              include=["TAGS"], WaiterConfig={"Delay": interval, "MaxAttempts": attempts})
+    except EcsdemoError as exc:
+        if not isinstance(exc.__cause__, WaiterError):
+            raise
+        last = exc.__cause__.last_response or {}
+        if "Error" in last:   # e.g. ClusterNotFoundException: the same error `_call` gives for it
+            err = ClientError(last, "DescribeTasks")
+            raise EcsdemoError(f"describing ECS tasks: {last['Error'].get('Code', 'error')}: "
+                               f"{last['Error'].get('Message', err)}") from err
+        return last
+    return None
+
+
+def wait_running(cfg: DemoConfig, arn: str, timeout: float, interval: float = 2.0, client=None) -> None:
+    """Wait until the task `arn` is RUNNING (the `tasks_running` waiter); raise when it stopped, is not
+    in the cluster, or is not running within `timeout` seconds."""
+    client = client or ecs_client(cfg)
+    last = _wait(client, "tasks_running", cluster_name(cfg), [arn], timeout, interval)
+    if last is None:
+        return
+    found = last.get("tasks") or []
+    status = found[0].get("lastStatus") if found else "MISSING"
+    reason = found[0].get("stoppedReason") if found else "not found in the cluster"
+    raise EcsdemoError(f"the ECS task {arn} is {status}" + (f" ({reason})" if reason else ""))
+
+
 def wait_stopped(cfg: DemoConfig, arns: list[str], timeout: float, interval: float = 2.0, client=None) -> None:
-    """Wait until every task in `arns` has lastStatus STOPPED (or is gone)."""
+    """Wait until every task in `arns` has lastStatus STOPPED (or is gone): the `tasks_stopped` waiter, in
+    batches of 100 within one deadline. A cluster that no longer exists has no tasks left to wait for."""
     client = client or ecs_client(cfg)
     cluster = cluster_name(cfg)
     deadline = time.monotonic() + timeout
-    pending = list(arns)
-    while True:
-        try:
-            tasks = describe(client, cluster, pending)
-        except EcsdemoError as exc:
-            if _is_cluster_missing(exc):
-                return
-            raise
-        pending = [t["taskArn"] for t in tasks if t.get("lastStatus") != "STOPPED"]
-        if not pending:
+    try:
+        # Tasks already gone are not waited for: the waiter only succeeds on tasks it can describe.
+        pending = [t["taskArn"] for t in describe(client, cluster, arns) if t.get("lastStatus") != "STOPPED"]
+        left: list[str] = []
+        for i in range(0, len(pending), DESCRIBE_BATCH):
+            last = _wait(client, "tasks_stopped", cluster, pending[i:i + DESCRIBE_BATCH],
+                         deadline - time.monotonic(), interval)
+            if last is not None:
+                left += [t["taskArn"] for t in last.get("tasks") or [] if t.get("lastStatus") != "STOPPED"]
+    except EcsdemoError as exc:
+        if _is_cluster_missing(exc):
             return
-        if time.monotonic() >= deadline:
-            raise EcsdemoError(f"{len(pending)} ECS task(s) did not stop within {timeout:.0f}s: {', '.join(pending)}",
-                               hint="check them in the ECS console and stop them by hand")
-        time.sleep(interval)
+        raise
+    if left:
+        raise EcsdemoError(f"{len(left)} ECS task(s) did not stop within {timeout:.0f}s: {', '.join(left)}",
+                           hint="check them in the ECS console and stop them by hand")

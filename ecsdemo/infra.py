@@ -3,7 +3,8 @@
 Layout in the state directory:
 - `terraform/`: Terraform's working copy of the shipped module, its `.terraform/` (reused, so re-init is
   skipped), `terraform.tfstate`, `terraform.tfvars.json` (the variables of the last apply), the chosen
-  container definitions as `task-definition.json`, and in local mode only a generated `local_override.tf`;
+  container definitions as `task-definition.json`, and in local mode only a generated provider override
+  `local_override.tf.json`;
 - `infra.json`: mode (`local` or `aws`), the chosen task definition and the last outputs;
 - `logs/terraform.log`: the full output of every terraform command.
 
@@ -14,96 +15,49 @@ re-apply after the update scenario does not silently revert the task definition.
 
 from __future__ import annotations
 
-import dataclasses
 import ipaddress
 import json
 import os
 import re
 import shutil
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import boto3
 
 from ecsdemo import local
 from ecsdemo.config import DemoConfig
 from ecsdemo.errors import EcsdemoError
+from ecsdemo.files import write_atomic
+from ecsdemo.outputs import INFRA_FILE, Outputs, read_record, recorded
 from ecsdemo.paths import terraform_dir
 from ecsdemo.progress import Reporter
 from ecsdemo.terraform import TerraformRunner, state_has_resources
 
-INFRA_FILE = "infra.json"
 WORKDIR_NAME = "terraform"
 TF_LOG_NAME = "terraform.log"
 PLAN_FILE = "ecsdemo.tfplan"
-OVERRIDE_FILE = "local_override.tf"
+OVERRIDE_FILE = "local_override.tf.json"      # Terraform reads *_override.tf.json after the module's files
+LEGACY_OVERRIDE_FILE = "local_override.tf"    # the HCL override ecsdemo wrote before
 TFVARS_FILE = "terraform.tfvars.json"
 TASK_DEFINITION_COPY = "task-definition.json"
 TASK_DEFINITIONS = {"base": "base-demo.json", "updated": "updated-demo.json"}
 TASK_MEMORY_MIB = 512          # task-level memory in ecs.tf; the containers must fit in it
 NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 CONTAINER_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,255}$")
-_PROGRESS_RE = re.compile(r"^(\S+: (Creation|Destruction|Modifications) complete|Plan: |Apply complete|Destroy complete)")
+_PROGRESS_RE = re.compile(r"^(\S+: (Creation|Destruction|Modifications) complete"
+                          r"|Plan: |Apply complete|Destroy complete)")
 # Variables that would send the local-mode provider somewhere else than the local endpoint.
 _LOCAL_DROP_ENV_PREFIXES = ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_ENDPOINT_URL",
-                            "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE", "AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE")
-
-
-@dataclass(frozen=True)
-class Outputs:
-    """What the AWS side gives the Nomad side (Terraform's outputs, plus where it runs)."""
-
-    demo_subnet_id: str
-    demo_security_group_id: str
-    cluster_name: str
-    region: str
-    task_definition_family: str
-    task_definition_revision: int
-    task_definition_arn: str
-    endpoint: str | None = None      # the local endpoint's URL in local mode, None on real AWS
-    task_definition: str = "base"    # which container definitions: "base", "updated" or a file path
-
-    @property
-    def task_definition_ref(self) -> str:
-        """`family:revision`, what the job's `task_definition` says."""
-        return f"{self.task_definition_family}:{self.task_definition_revision}"
-
-    def to_json(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_json(cls, data: Any, where: str = INFRA_FILE) -> "Outputs":
-        names = [f.name for f in dataclasses.fields(cls)]
-        if not isinstance(data, dict) or any(n not in data for n in names[:7]):
-            raise EcsdemoError(f"{where} does not hold the Terraform outputs ecsdemo expects",
-                               hint="run `ecsdemo infra apply` again")
-        try:
-            return cls(**{n: data[n] for n in names if n in data})
-        except TypeError as exc:
-            raise EcsdemoError(f"{where} is not valid: {exc}") from exc
-
-    @classmethod
-    def from_terraform(cls, values: dict[str, Any], endpoint: str | None, task_definition: str) -> "Outputs":
-        try:
-            return cls(demo_subnet_id=str(values["demo_subnet_id"]),
-                       demo_security_group_id=str(values["demo_security_group_id"]),
-                       cluster_name=str(values["cluster_name"]), region=str(values["region"]),
-                       task_definition_family=str(values["task_definition_family"]),
-                       task_definition_revision=int(values["task_definition_revision"]),
-                       task_definition_arn=str(values["task_definition_arn"]),
-                       endpoint=endpoint, task_definition=task_definition)
-        except (KeyError, TypeError, ValueError) as exc:
-            raise EcsdemoError(f"Terraform's outputs lack or garble {exc}",
-                               hint="the Terraform module in the state directory may be from another ecsdemo version; "
-                                    "run `ecsdemo infra destroy` and apply again") from None
+                            "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE", "AWS_ROLE_ARN",
+                            "AWS_WEB_IDENTITY_TOKEN_FILE")
 
 
 # --- input validation (before any terraform call) --------------------------------------------------
 
 def known_regions() -> set[str]:
     """Every region botocore knows ECS in, across all partitions."""
-    import boto3   # imported here: only apply pays for it
-
     session = boto3.session.Session()
     regions: set[str] = set()
     for partition in session.get_available_partitions():
@@ -117,7 +71,8 @@ def validate_config(cfg: DemoConfig) -> None:
                            hint="use a region name such as us-east-1 or eu-west-1")
     if not NAME_RE.match(cfg.name):
         raise EcsdemoError(f"invalid demo name {cfg.name!r}",
-                           hint="use 1-64 letters, digits, hyphens or underscores (it names the ECS cluster and family)")
+                           hint="use 1-64 letters, digits, hyphens or underscores "
+                                "(it names the ECS cluster and family)")
     try:
         net = ipaddress.ip_network(cfg.vpc_cidr, strict=True)
     except ValueError as exc:
@@ -142,7 +97,8 @@ def load_task_definition(path: Path) -> list[dict[str, Any]]:
         raise EcsdemoError(f"task definition file {path} does not exist",
                            hint="use `base`, `updated` or the path of a JSON container definitions file") from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise EcsdemoError(f"cannot read task definition file {path}: {getattr(exc, 'strerror', None) or exc}") from None
+        reason = getattr(exc, "strerror", None) or exc
+        raise EcsdemoError(f"cannot read task definition file {path}: {reason}") from None
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -183,22 +139,13 @@ def load_task_definition(path: Path) -> list[dict[str, Any]]:
 
 # --- state ----------------------------------------------------------------------------------------
 
-def _record(cfg: DemoConfig) -> dict[str, Any]:
-    data = cfg.state.read_json(INFRA_FILE, default={})
-    if not isinstance(data, dict):
-        raise EcsdemoError(f"state file {cfg.state.path(INFRA_FILE)} is corrupt (not a JSON object)",
-                           hint="run `ecsdemo infra destroy`, or delete that file if nothing was applied")
-    return data
-
-
 def _workdir(cfg: DemoConfig) -> Path:
     return cfg.state.path(WORKDIR_NAME)
 
 
 def outputs(cfg: DemoConfig) -> Outputs | None:
     """The outputs of the last successful apply, from the state directory (no terraform call); None if none."""
-    data = _record(cfg).get("outputs")
-    return None if data is None else Outputs.from_json(data, where=str(cfg.state.path(INFRA_FILE)))
+    return recorded(cfg.state)
 
 
 def has_infrastructure(cfg: DemoConfig) -> bool:
@@ -229,31 +176,34 @@ def _runner(cfg: DemoConfig, reporter: Reporter, local_mode: bool) -> TerraformR
     return runner
 
 
+def override_config(endpoint: str) -> dict[str, Any]:
+    """The provider override for local mode, in Terraform's JSON syntax: the AWS provider talks to the local
+    endpoint with its dummy credentials."""
+    creds = local.LOCAL_CREDENTIALS
+    return {
+        "//": "Generated by ecsdemo for local mode: the AWS provider talks to the embedded endpoint with dummy "
+              "credentials. This file never exists in real-AWS mode.",
+        "provider": {"aws": {
+            "access_key": creds["AWS_ACCESS_KEY_ID"],
+            "secret_key": creds["AWS_SECRET_ACCESS_KEY"],
+            "skip_credentials_validation": True,
+            "skip_metadata_api_check": True,
+            "skip_requesting_account_id": True,
+            "max_retries": 2,
+            "endpoints": {service: endpoint for service in ("ec2", "ecs", "iam", "sts")},
+        }},
+    }
+
+
 def _write_override(workdir: Path, endpoint: str | None) -> None:
-    """The provider override that points Terraform at the local endpoint; removed in real-AWS mode."""
+    """The provider override that points Terraform at the local endpoint; removed in real-AWS mode. The HCL
+    override an older ecsdemo wrote goes either way (Terraform would read both)."""
+    (workdir / LEGACY_OVERRIDE_FILE).unlink(missing_ok=True)
     path = workdir / OVERRIDE_FILE
     if endpoint is None:
         path.unlink(missing_ok=True)
         return
-    url = json.dumps(endpoint)
-    creds = local.LOCAL_CREDENTIALS
-    path.write_text(
-        "# Generated by ecsdemo for local mode: the AWS provider talks to the embedded endpoint with dummy\n"
-        "# credentials. This file never exists in real-AWS mode.\n"
-        'provider "aws" {\n'
-        f'  access_key                  = "{creds["AWS_ACCESS_KEY_ID"]}"\n'
-        f'  secret_key                  = "{creds["AWS_SECRET_ACCESS_KEY"]}"\n'
-        "  skip_credentials_validation = true\n"
-        "  skip_metadata_api_check     = true\n"
-        "  skip_requesting_account_id  = true\n"
-        "  max_retries                 = 2\n"
-        "  endpoints {\n"
-        f"    ec2 = {url}\n"
-        f"    ecs = {url}\n"
-        f"    iam = {url}\n"
-        f"    sts = {url}\n"
-        "  }\n"
-        "}\n")
+    write_atomic(path, json.dumps(override_config(endpoint), indent=2) + "\n")
 
 
 def _prepare_workdir(cfg: DemoConfig, td_file: Path, endpoint: str | None) -> Path:
@@ -263,8 +213,8 @@ def _prepare_workdir(cfg: DemoConfig, td_file: Path, endpoint: str | None) -> Pa
     workdir.mkdir(parents=True, exist_ok=True)
     shipped = {p.name for p in src.glob("*.tf")}
     for old in workdir.glob("*.tf"):
-        if old.name not in shipped and old.name != OVERRIDE_FILE:
-            old.unlink()   # a file an older ecsdemo shipped
+        if old.name not in shipped:
+            old.unlink()   # a file an older ecsdemo shipped (or its HCL override)
     for tf in src.glob("*.tf"):
         shutil.copyfile(tf, workdir / tf.name)
     shutil.copytree(src / "files", workdir / "files", dirs_exist_ok=True)
@@ -315,7 +265,7 @@ def apply(cfg: DemoConfig, reporter: Reporter, task_definition: str | None = Non
     error text is in the raised EcsdemoError.
     """
     validate_config(cfg)
-    record = _record(cfg)
+    record = read_record(cfg.state)
     choice = task_definition or record.get("task_definition") or "base"
     td_file = task_definition_path(choice)
     load_task_definition(td_file)
@@ -360,11 +310,11 @@ def apply(cfg: DemoConfig, reporter: Reporter, task_definition: str | None = Non
         result = Outputs.from_terraform(runner.outputs(), endpoint, choice)
     except EcsdemoError as exc:
         err = _endpoint_died(endpoint, exc, cfg, "applying")
-        state.write_json(INFRA_FILE, {**_record(cfg), "last_error": err.message})
+        state.write_json(INFRA_FILE, {**read_record(cfg.state), "last_error": err.message})
         raise err from None
     finally:
         (workdir / PLAN_FILE).unlink(missing_ok=True)   # a plan holds variable values; do not leave it around
-    state.write_json(INFRA_FILE, {**_record(cfg), "outputs": result.to_json(), "applied_at": _now(),
+    state.write_json(INFRA_FILE, {**read_record(cfg.state), "outputs": result.to_json(), "applied_at": _now(),
                                   "terraform_seconds": round(sum(r.seconds for r in runner.records), 2)})
     return result
 
@@ -377,7 +327,7 @@ def destroy(cfg: DemoConfig, reporter: Reporter) -> bool:
     """
     state = cfg.state
     workdir = _workdir(cfg)
-    record = _record(cfg)
+    record = read_record(cfg.state)
     if not state_has_resources(workdir):
         reporter.info("nothing to destroy")
         state.remove(INFRA_FILE)

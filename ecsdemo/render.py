@@ -1,25 +1,21 @@
 """Adapter: render the Nomad agent configs and the demo job from the config and Terraform's outputs.
 
-The Jinja2 templates live in `templates/`; the values come only from `DemoConfig` and `infra.Outputs`.
+The Jinja2 templates live in `templates/`; the values come only from `DemoConfig` and `outputs.Outputs`.
 Re-rendering the job with a new task definition revision is what replaces the upstream demo's `sed` step.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import jinja2
 
 from ecsdemo.config import DRIVER_NAME, GROUP_NAME, JOB_ID, PLUGIN_NAME, TASK_NAME, DemoConfig
 from ecsdemo.errors import EcsdemoError
+from ecsdemo.files import write_atomic
+from ecsdemo.outputs import Outputs
 from ecsdemo.paths import templates_dir
-
-if TYPE_CHECKING:
-    from ecsdemo.infra import Outputs
 
 SERVER_FILE = "server.hcl"
 JOB_FILE = "demo-ecs.nomad"
@@ -65,11 +61,7 @@ def job_path(cfg: DemoConfig) -> Path:
 def _write(path: Path, text: str) -> Path:
     """Write atomically, so an agent never reads half a file."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
+        write_atomic(path, text)
     except OSError as exc:
         raise EcsdemoError(f"cannot write {path}: {exc.strerror or exc}",
                            hint="choose another directory with --render-dir") from None

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from ecsdemo.errors import EcsdemoError
+from ecsdemo.files import write_atomic
 
 DEFAULT_DIRNAME = ".ecsdemo"
 
@@ -63,23 +63,9 @@ class StateDir:
             ) from exc
 
     def write_json(self, name: str, data: Any) -> Path:
-        """Write document `name` atomically (temp file + rename in the same directory)."""
+        """Write document `name` atomically (a reader sees the old document or the new one, never half)."""
         self.ensure()
-        p = self.path(name)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", dir=p.parent)
-        try:
-            with os.fdopen(fd, "w") as fh:
-                json.dump(data, fh, indent=2, sort_keys=True)
-                fh.write("\n")
-            os.replace(tmp, p)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except FileNotFoundError:
-                pass
-            raise
-        return p
+        return write_atomic(self.path(name), json.dumps(data, indent=2, sort_keys=True) + "\n")
 
     def remove(self, name: str) -> None:
         try:

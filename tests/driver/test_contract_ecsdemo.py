@@ -16,8 +16,8 @@ from driver.handle import OWNER_TAG
 from ecsdemo import aws as demo_aws
 from ecsdemo import render
 from ecsdemo.config import GROUP_NAME, JOB_ID, PLUGIN_NAME, TASK_NAME, DemoConfig
-from ecsdemo.infra import Outputs
 from ecsdemo.nomad import NomadClient
+from ecsdemo.outputs import Outputs
 from ecsdemo.scenarios import checks
 from tests.driver.test_lifecycle_support import world  # noqa: F401  (fixture)
 

@@ -12,7 +12,7 @@ import hcl2
 
 from ecsdemo import infra, local
 from ecsdemo.config import DemoConfig
-from ecsdemo.infra import Outputs
+from ecsdemo.outputs import Outputs
 
 OPTS = hcl2.SerializationOptions(strip_string_quotes=True, explicit_blocks=False, with_comments=False)
 

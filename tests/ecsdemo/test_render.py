@@ -11,7 +11,7 @@ import pytest
 from ecsdemo import render
 from ecsdemo.config import DRIVER_NAME, GROUP_NAME, JOB_ID, PLUGIN_NAME, TASK_NAME, DemoConfig
 from ecsdemo.errors import EcsdemoError
-from ecsdemo.infra import Outputs
+from ecsdemo.outputs import Outputs
 
 OPTS = hcl2.SerializationOptions(strip_string_quotes=True, explicit_blocks=False, with_comments=False)
 

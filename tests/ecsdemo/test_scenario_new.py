@@ -20,8 +20,8 @@ import pytest
 
 from ecsdemo import local
 from ecsdemo.config import TASK_NAME, DemoConfig
-from ecsdemo.infra import Outputs
 from ecsdemo.nomad import NomadClient, task_arn
+from ecsdemo.outputs import Outputs
 from ecsdemo.progress import RecordingReporter
 from ecsdemo.scenarios import runner
 from ecsdemo.scenarios.env import Options, ScenarioEnv

@@ -16,6 +16,7 @@ import pytest
 from ecsdemo import infra, local, terraform
 from ecsdemo.config import DemoConfig
 from ecsdemo.errors import EcsdemoError
+from ecsdemo.outputs import INFRA_FILE
 from ecsdemo.paths import terraform_dir
 from ecsdemo.progress import RecordingReporter
 from ecsdemo.terraform import state_has_resources
@@ -66,7 +67,7 @@ def test_unreadable_task_definition_file(tmp_path):
 
 def _untouched(cfg: DemoConfig) -> None:
     """Nothing of an apply happened: no infra record, no Terraform working copy, no local endpoint."""
-    assert cfg.state.read_json(infra.INFRA_FILE) is None
+    assert cfg.state.read_json(INFRA_FILE) is None
     assert not cfg.state.path(infra.WORKDIR_NAME).exists()
     assert cfg.state.read_json(local.LOCAL_FILE) is None
 
@@ -123,7 +124,7 @@ def test_too_old_terraform_is_refused(tmp_path, monkeypatch):
     cfg = DemoConfig(state_dir=tmp_path / "st", local=True)
     with pytest.raises(EcsdemoError, match="is Terraform 0.12.31; ecsdemo needs 1.0 or newer"):
         infra.apply(cfg, RecordingReporter())
-    assert cfg.state.read_json(infra.INFRA_FILE) is None
+    assert cfg.state.read_json(INFRA_FILE) is None
     assert cfg.state.read_json(local.LOCAL_FILE) is None
 
 
@@ -188,13 +189,35 @@ def test_shipped_module_declares_what_the_issue_asks(tmp_path):
     assert (Path(terraform_dir()) / "files" / "updated-demo.json").is_file()
 
 
+def test_local_override_is_terraform_json_and_replaces_the_old_hcl_one(tmp_path):
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    (workdir / infra.LEGACY_OVERRIDE_FILE).write_text('provider "aws" {}\n')    # what an older ecsdemo wrote
+    url = "http://127.0.0.1:5000"
+    infra._write_override(workdir, url)
+    assert infra.OVERRIDE_FILE.endswith("_override.tf.json")                      # Terraform's override naming
+    assert not (workdir / infra.LEGACY_OVERRIDE_FILE).exists()                    # Terraform would read both
+    doc = json.loads((workdir / infra.OVERRIDE_FILE).read_text())
+    assert set(doc) == {"//", "provider"}                                         # "//" is a comment in Terraform JSON
+    provider = doc["provider"]["aws"]
+    assert provider["endpoints"] == {"ec2": url, "ecs": url, "iam": url, "sts": url}
+    assert (provider["access_key"], provider["secret_key"]) == (local.LOCAL_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+                                                                local.LOCAL_CREDENTIALS["AWS_SECRET_ACCESS_KEY"])
+    assert provider["skip_credentials_validation"] is True and provider["skip_metadata_api_check"] is True
+    assert provider["skip_requesting_account_id"] is True and provider["max_retries"] == 2
+
+    (workdir / infra.LEGACY_OVERRIDE_FILE).write_text('provider "aws" {}\n')
+    infra._write_override(workdir, None)                                          # real AWS: no override at all
+    assert list(workdir.iterdir()) == []
+
+
 def _applied_state(cfg: DemoConfig, mode: str, region: str) -> None:
     """A state directory that says infrastructure exists (as an earlier apply leaves it)."""
     work = cfg.state.ensure().path(infra.WORKDIR_NAME)
     work.mkdir()
     (work / "terraform.tfstate").write_text(json.dumps({"version": 4, "resources": [{"type": "aws_vpc"}]}))
     (work / infra.TFVARS_FILE).write_text(json.dumps({"region": region}))
-    cfg.state.write_json(infra.INFRA_FILE, {"mode": mode, "outputs": None})
+    cfg.state.write_json(INFRA_FILE, {"mode": mode, "outputs": None})
 
 
 def test_switching_mode_or_region_under_live_infrastructure_is_refused(tmp_path):
@@ -211,7 +234,7 @@ def test_switching_mode_or_region_under_live_infrastructure_is_refused(tmp_path)
     _applied_state(cfg, "aws", "us-east-1")
     with pytest.raises(EcsdemoError, match="exists in region us-east-1, not eu-west-1"):
         infra.apply(cfg, RecordingReporter())
-    assert cfg.state.read_json(infra.INFRA_FILE) == {"mode": "aws", "outputs": None}   # untouched
+    assert cfg.state.read_json(INFRA_FILE) == {"mode": "aws", "outputs": None}   # untouched
 
 
 def test_destroy_after_the_local_endpoint_was_replaced_needs_no_terraform(tmp_path, monkeypatch, state):
@@ -226,11 +249,11 @@ def test_destroy_after_the_local_endpoint_was_replaced_needs_no_terraform(tmp_pa
 
     state.path(infra.WORKDIR_NAME, "terraform.tfstate").write_text(json.dumps({"resources": [{"type": "aws_vpc"}]}))
     local.ensure_local_endpoint(state, RecordingReporter())            # a new, empty endpoint
-    state.write_json(infra.INFRA_FILE, {"mode": "local", "outputs": None, "endpoint_id": "123@http://old"})
+    state.write_json(INFRA_FILE, {"mode": "local", "outputs": None, "endpoint_id": "123@http://old"})
     rep = RecordingReporter()
     assert infra.destroy(cfg, rep) is False
     assert "its resources are already gone" in rep.texts("info")[0]
-    assert state.read_json(infra.INFRA_FILE) is None
+    assert state.read_json(INFRA_FILE) is None
 
 
 def test_corrupt_terraform_state_is_named(tmp_path):

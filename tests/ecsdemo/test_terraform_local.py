@@ -17,6 +17,7 @@ import pytest
 from ecsdemo import infra, local
 from ecsdemo.config import DemoConfig
 from ecsdemo.errors import EcsdemoError
+from ecsdemo.outputs import INFRA_FILE, Outputs
 from ecsdemo.progress import RecordingReporter
 from ecsdemo.terraform import state_has_resources
 
@@ -33,7 +34,7 @@ def clients(url: str, region: str):
     return boto3.client("ecs", **kw), boto3.client("ec2", **kw)
 
 
-def check_resources(cfg: DemoConfig, out: infra.Outputs) -> str:
+def check_resources(cfg: DemoConfig, out: Outputs) -> str:
     """Every resource exists as configured; returns the VPC id."""
     ecs, ec2 = clients(out.endpoint, out.region)
     assert ecs.describe_clusters(clusters=[out.cluster_name])["clusters"][0]["status"] == "ACTIVE"
@@ -68,7 +69,7 @@ def check_resources(cfg: DemoConfig, out: infra.Outputs) -> str:
     return vpc_id
 
 
-def run_fargate_task(out: infra.Outputs) -> None:
+def run_fargate_task(out: Outputs) -> None:
     """The network is usable: a Fargate task runs on the created subnet and security group."""
     ecs, _ = clients(out.endpoint, out.region)
     resp = ecs.run_task(cluster=out.cluster_name, taskDefinition=out.task_definition_ref, launchType="FARGATE",
@@ -107,7 +108,7 @@ def test_apply_check_run_update_destroy(state, tf_mirror):
     assert "stopped answering while Terraform was applying" in err.value.message
     assert "ecsdemo local start" in err.value.hint
     assert ("failed", "Terraform apply (local endpoint)") in rep.events
-    record = state.read_json(infra.INFRA_FILE)
+    record = state.read_json(INFRA_FILE)
     assert record["mode"] == "local" and record["outputs"] is None and record["last_error"] == err.value.message
     assert infra.outputs(cfg) is None
     assert local.local_endpoint_status(state)["running"] is False
@@ -121,7 +122,7 @@ def test_apply_check_run_update_destroy(state, tf_mirror):
     assert r.returncode == 0, r.stderr
     assert "Traceback" not in r.stderr
     assert state.path(infra.WORKDIR_NAME, "terraform.tfstate.lost-endpoint").is_file()   # from scratch
-    first = infra.Outputs.from_json(json.loads(r.stdout))
+    first = Outputs.from_json(json.loads(r.stdout))
     cfg = DemoConfig.load(state)                          # the command saved its settings
     assert cfg.local and cfg.tf_plugin_dir == tf_mirror
     assert infra.outputs(cfg) == first
@@ -130,8 +131,9 @@ def test_apply_check_run_update_destroy(state, tf_mirror):
     assert (first.region, first.task_definition) == (cfg.region, "base")
 
     workdir = state.path(infra.WORKDIR_NAME)
-    override = (workdir / infra.OVERRIDE_FILE).read_text()
-    assert json.dumps(first.endpoint) in override and "skip_credentials_validation = true" in override
+    provider = json.loads((workdir / infra.OVERRIDE_FILE).read_text())["provider"]["aws"]
+    assert set(provider["endpoints"].values()) == {first.endpoint} and provider["skip_credentials_validation"] is True
+    assert not (workdir / infra.LEGACY_OVERRIDE_FILE).exists()
     assert not (workdir / infra.PLAN_FILE).exists()
     log = (state.logs / infra.TF_LOG_NAME).read_text()
     assert "Apply complete! Resources: 9 added" in log and "init" in log
@@ -153,7 +155,8 @@ def test_apply_check_run_update_destroy(state, tf_mirror):
                                                                           first.demo_security_group_id)
     assert infra.outputs(cfg) == updated
     ecs, ec2 = clients(first.endpoint, first.region)
-    assert ecs.describe_task_definition(taskDefinition=first.task_definition_arn)["taskDefinition"]["status"] == "INACTIVE"
+    old = ecs.describe_task_definition(taskDefinition=first.task_definition_arn)["taskDefinition"]
+    assert old["status"] == "INACTIVE"
     check_resources(cfg, updated)
     run_fargate_task(updated)
 
@@ -182,7 +185,8 @@ def test_apply_check_run_update_destroy(state, tf_mirror):
     clusters = ecs.describe_clusters(clusters=[first.cluster_name])["clusters"]
     assert all(c["status"] == "INACTIVE" for c in clusters)
     assert ecs.list_task_definitions(familyPrefix=cfg.name, status="ACTIVE")["taskDefinitionArns"] == []
-    for call, kw in ((ec2.describe_vpcs, {"VpcIds": [vpc_id]}), (ec2.describe_subnets, {"SubnetIds": [first.demo_subnet_id]}),
+    for call, kw in ((ec2.describe_vpcs, {"VpcIds": [vpc_id]}),
+                     (ec2.describe_subnets, {"SubnetIds": [first.demo_subnet_id]}),
                      (ec2.describe_security_groups, {"GroupIds": [first.demo_security_group_id]})):
         with pytest.raises(botocore.exceptions.ClientError, match="NotFound"):
             call(**kw)
