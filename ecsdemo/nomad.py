@@ -15,8 +15,8 @@ carries the status, Nomad's plain-text message and the path). `NomadClient._erro
 of python-nomad's and requests' exceptions into them. Reads of a single object (node, job, allocation,
 evaluation) return None on 404 (`_read_or_none`).
 
-Pure helpers for Nomad's JSON: `task_arn`, `decode_driver_state`, `node_draining`, `node_ecs_driver`,
-`live_allocation`.
+Pure helpers for Nomad's JSON: `short`, `task_arn`, `decode_driver_state`, `node_draining`,
+`node_ecs_driver`, `live_allocation`.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ TERMINAL_CLIENT_STATUSES = ("complete", "failed", "lost")
 ECS_DRIVER = "ecs"
 REMOTE_TASKS_FROM = (1, 1, 0)    # remote task handles (drain / lost-node hand-over) arrived in Nomad 1.1.0 ...
 REMOTE_TASKS_UNTIL = (1, 10, 0)  # ... and were removed in 1.10.0 (exclusive)
+SHORT_ID = 8                     # Nomad's CLI shows 8-character IDs
 # What python-nomad and requests raise when Nomad cannot be asked or answers with an error status
 # (python-nomad's TimeoutNomadException is a requests.RequestException).
 _FAILURES = (nex.BaseNomadException, requests.RequestException)
@@ -84,6 +85,11 @@ class NomadAPIError(NomadError):
 
 
 # --- pure helpers on Nomad's JSON --------------------------------------------------------------------
+
+def short(ident: str | None, missing: str = "") -> str:
+    """An ID as Nomad's CLI shows it (its first 8 characters); `missing` when there is none."""
+    return ident[:SHORT_ID] if ident else missing
+
 
 def decode_driver_state(b64: str | None) -> dict | None:
     """A TaskHandle's DriverState as a dict, or None when absent or unreadable. Every form the plugin writes

@@ -23,7 +23,8 @@ from typing import Any
 from ecsdemo.check import format_value
 from ecsdemo.config import DemoConfig
 from ecsdemo.errors import EcsdemoError
-from ecsdemo.watch import TERMINAL, Event, Watcher, short, task_id
+from ecsdemo.nomad import short
+from ecsdemo.watch import TERMINAL, Event, Watcher, task_id
 
 # what a scenario step did, from its text (steps are written by ecsdemo.scenarios; waits are not moments)
 MOMENT_KINDS = (
@@ -150,10 +151,10 @@ def build_timeline(samples: list[Sample], results: list[Any], events: list[Event
     lanes: dict[str, None] = {}
     for s in samples:
         for n in s.data.get("nodes") or []:
-            lanes.setdefault(n["name"] or short(n["id"]), None)
+            lanes.setdefault(n["name"] or short(n["id"], "-"), None)
         for a in s.data.get("allocations") or []:
             alloc_info[a["id"]] = a
-            lanes.setdefault(a["node"] or short(a["node_id"]), None)
+            lanes.setdefault(a["node"] or short(a["node_id"], "-"), None)
             alloc_points.setdefault(a["id"], []).append((s.at, a["client_status"] or "?"))
         for t in s.data.get("ecs_tasks") or []:
             task_points.setdefault(t["arn"], []).append((s.at, t["last_status"] or "?"))
@@ -171,8 +172,8 @@ def build_timeline(samples: list[Sample], results: list[Any], events: list[Event
         stop_at = done if done is not None else t1
         for g in segs:
             g.end = min(g.end, stop_at)
-        allocs.append(Bar(alloc_id, a["node"] or short(a["node_id"]), segs[0].start, max(stop_at, segs[0].start),
-                          f"{short(alloc_id)} v{a['job_version']} {a['client_status']}", segs))
+        allocs.append(Bar(alloc_id, a["node"] or short(a["node_id"], "-"), segs[0].start, max(stop_at, segs[0].start),
+                          f"{short(alloc_id, '-')} v{a['job_version']} {a['client_status']}", segs))
     tasks = []
     for arn, points in task_points.items():
         if all(label == "STOPPED" for _, label in points):
@@ -195,7 +196,7 @@ def holders_at(tl: Timeline, at: float) -> str:
     for b in tl.tasks:
         if b.start <= at <= b.end:
             h = next((h.label for h in b.holders if h.start <= at < h.end), None)
-            out.append(f"{task_id(b.key)}: {short(h) if h else 'no allocation'}")
+            out.append(f"{task_id(b.key)}: {short(h, '-') if h else 'no allocation'}")
     return "; ".join(out) or "no ECS task"
 
 
@@ -269,16 +270,18 @@ def _svg(tl: Timeline) -> str:
         y_of[(kind, key)] = y
         label = key if kind == "node" else "ECS " + task_id(key)
         parts.append(f'<text class="lane-label" x="4" y="{y + (20 if kind == "node" else 26)}">{_e(label[:22])}</text>')
-        parts.append(f'<line class="axis" x1="{left}" y1="{y + lane_h - 2}" x2="{left + width}" y2="{y + lane_h - 2}"/>')
+        parts.append(f'<line class="axis" x1="{left}" y1="{y + lane_h - 2}" x2="{left + width}" '
+                     f'y2="{y + lane_h - 2}"/>')
     for b in tl.allocs:
         y = y_of[("node", b.lane)]
         parts.append(f'<g><title>{_e(b.key)} on {_e(b.lane)}: {_e(b.label)}</title>'
-                     f'<rect class="alloc {_e(b.segments[-1].label)}" data-alloc="{_e(b.key)}" data-node="{_e(b.lane)}" '
+                     f'<rect class="alloc {_e(b.segments[-1].label)}" data-alloc="{_e(b.key)}" '
+                     f'data-node="{_e(b.lane)}" '
                      f'x="{x(b.start)}" y="{y + 6}" width="{max(x(b.end) - x(b.start), 2)}" height="18" rx="3"/>')
         for g in b.segments:
             parts.append(f'<rect class="seg-{_e(g.label)}" x="{x(g.start)}" y="{y + 20}" '
                          f'width="{max(x(g.end) - x(g.start), 1)}" height="4"/>')
-        parts.append(f'<text x="{x(b.start) + 4}" y="{y + 19}" fill="#fff">{_e(short(b.key))}</text></g>')
+        parts.append(f'<text x="{x(b.start) + 4}" y="{y + 19}" fill="#fff">{_e(short(b.key, "-"))}</text></g>')
     for b in tl.tasks:
         y = y_of[("task", b.key)]
         # the ARN on its own line across the lane (it is longer than most bars), the bar below it
@@ -291,12 +294,13 @@ def _svg(tl: Timeline) -> str:
                          f'x="{x(h.start)}" y="{y + 16}" width="{max(x(h.end) - x(h.start), 1)}" height="12">'
                          f'<title>held by allocation {_e(h.label)}</title></rect>')
             parts.append(f'<text class="holder-label" x="{x(h.start) + 3}" y="{y + 26}" fill="#fff">'
-                         f'{_e(short(h.label))}</text>')
+                         f'{_e(short(h.label, "-"))}</text>')
         parts.append("</g>")
     for i, m in enumerate(tl.moments):
         xx = x(m.at)
         parts.append(f'<g><title>{_e(m.scenario)}: {_e(m.text)}</title>'
-                     f'<line class="moment" data-kind="{_e(m.kind)}" data-at="{m.at:.3f}" x1="{xx}" y1="{top - 14 - 12 * (i % 3)}" '
+                     f'<line class="moment" data-kind="{_e(m.kind)}" data-at="{m.at:.3f}" '
+                     f'x1="{xx}" y1="{top - 14 - 12 * (i % 3)}" '
                      f'x2="{xx}" y2="{height - 24}"/>'
                      f'<text class="moment-label" x="{xx + 2}" y="{top - 16 - 12 * (i % 3)}">{_e(m.kind)}</text></g>')
     parts.append("</svg>")
@@ -309,10 +313,10 @@ def render_html(report: Any, tl: Timeline, title: str | None = None) -> str:
     moments = "".join(f'<tr class="moment-row" data-kind="{_e(m.kind)}"><td class="mono">{clock(m.at)}</td>'
                       f"<td>{_e(m.scenario)}</td><td>{_e(m.kind)}</td><td>{_e(m.text)}</td>"
                       f'<td class="mono">{_e(holders_at(tl, m.at))}</td></tr>' for m in tl.moments)
-    events = "".join(f'<tr><td class="mono">{clock(e.at)}</td><td>{_e(e.kind)}</td><td class="mono">{_e(e.text)}</td></tr>'
-                     for e in tl.events)
+    events = "".join(f'<tr><td class="mono">{clock(e.at)}</td><td>{_e(e.kind)}</td>'
+                     f'<td class="mono">{_e(e.text)}</td></tr>' for e in tl.events)
     held = "".join(f'<tr><td class="mono">{_e(b.key)}</td><td class="mono">'
-                   + ", ".join(f"{_e(short(h.label))} {clock(h.start)}-{clock(h.end)}" for h in b.holders)
+                   + ", ".join(f"{_e(short(h.label, '-'))} {clock(h.start)}-{clock(h.end)}" for h in b.holders)
                    + "</td></tr>" for b in tl.tasks)
     title = title or f"ecsdemo run-scenario {report.scenario}"
     return f"""<!DOCTYPE html>

@@ -16,7 +16,8 @@ from rich.console import Console, Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from ecsdemo.watch import Event, Frame, short, task_id
+from ecsdemo.nomad import short
+from ecsdemo.watch import Event, Frame, task_id
 
 EVENT_STYLES = {"placed": "cyan", "alloc": "", "detached": "yellow", "recovered": "green", "ecs": "magenta",
                 "node": "blue", "driver": "red", "nomad": "red", "aws": "red"}
@@ -43,7 +44,7 @@ def _arn(arn: str | None, wide: bool) -> str:
 
 
 def _id(ident: str | None, wide: bool) -> str:
-    return (ident or "-") if wide else short(ident)
+    return (ident or "-") if wide else short(ident, "-")
 
 
 def header(data: dict, at: float | None = None) -> Text:
@@ -77,7 +78,8 @@ def agents_view(agents: list[dict], wide: bool = False) -> RenderableType:
     for col in ("name", "pid", "status", "http", "log"):
         table.add_column(col, overflow="fold")
     for a in agents:
-        table.add_row(_t(a["name"], ""), _t(a["pid"], ""), _t(a["status"], "green" if a["status"] == "running" else "red"),
+        table.add_row(_t(a["name"], ""), _t(a["pid"], ""),
+                      _t(a["status"], "green" if a["status"] == "running" else "red"),
                       _t(a["http"], ""), _t(a["log"], ""))
     return table
 
@@ -112,7 +114,7 @@ def allocations_table(allocs: list[dict] | None, wide: bool = False) -> Renderab
     table.add_column("ECS task", no_wrap=not wide, overflow="fold")
     for a in allocs:
         row_style = "bold" if a["live"] else "dim"
-        table.add_row(_t(_id(a["id"], wide), ""), _t(a["node"] or short(a["node_id"]), ""),
+        table.add_row(_t(_id(a["id"], wide), ""), _t(a["node"] or short(a["node_id"], "-"), ""),
                       _t(a["desired_status"], ""), _t(a["client_status"]), _t(a["job_version"], ""),
                       _t(_arn(a["task_arn"], wide) if a["task_arn"] else None, ""), style=row_style)
     return table

@@ -27,15 +27,10 @@ from typing import Any, Callable, Iterator
 from ecsdemo import aws, status
 from ecsdemo.config import JOB_ID, TASK_NAME, DemoConfig
 from ecsdemo.errors import EcsdemoError
-from ecsdemo.nomad import NomadClient, NomadError, task_arn
+from ecsdemo.nomad import NomadClient, NomadError, short, task_arn
 
-SHORT = 8                       # Nomad's CLI shows 8-character IDs
 TERMINAL = ("complete", "failed", "lost")
 KEEP_STOPPED_S = 60.0           # how long a stopped ECS task no allocation names stays in the view
-
-
-def short(ident: str | None) -> str:
-    return (ident or "-")[:SHORT]
 
 
 def task_id(arn: str | None) -> str:
@@ -87,7 +82,7 @@ def diff(prev: dict | None, cur: dict, at: float) -> list[Event]:
     if not cur.get("nomad_error"):
         old_nodes = {n["id"]: n for n in prev.get("nodes") or []} if not prev.get("nomad_error") else None
         for n in cur.get("nodes") or []:
-            label = n["name"] or short(n["id"])
+            label = n["name"] or short(n["id"], "-")
             o = (old_nodes or {}).get(n["id"])
             if old_nodes is not None and o is None and prev:
                 add("node", f"node {label} joined ({n['status']})", n["id"])
@@ -111,25 +106,26 @@ def diff(prev: dict | None, cur: dict, at: float) -> list[Event]:
         live = _live_holders(cur_allocs)
         for a in cur_allocs:
             o = old.get(a["id"])
-            sid, arn = short(a["id"]), a["task_arn"]
+            sid, arn = short(a["id"], "-"), a["task_arn"]
             # another allocation held this task first: this one was handed it (drain, lost node)
             first = next((x["id"] for x in [*prev_allocs, *cur_allocs] if arn and x["task_arn"] == arn
                           and x["id"] != a["id"]), None)
             if o is None:
-                add("placed", f"alloc {sid} placed on {a['node'] or short(a['node_id'])} (v{a['job_version']})"
-                    + (f" with task {short(task_id(arn))}" if first else ""), a["id"])
+                add("placed", f"alloc {sid} placed on {a['node'] or short(a['node_id'], '-')} (v{a['job_version']})"
+                    + (f" with task {short(task_id(arn), '-')}" if first else ""), a["id"])
                 continue
             if o["client_status"] != a["client_status"] or o["desired_status"] != a["desired_status"]:
                 add("alloc", f"alloc {sid} {o['desired_status']}/{o['client_status']} -> "
                              f"{a['desired_status']}/{a['client_status']}", a["id"])
                 if first and a["client_status"] == "running" and a["live"]:
-                    add("recovered", f"alloc {sid} recovered task {short(task_id(arn))} from {short(first)}", arn)
+                    add("recovered", f"alloc {sid} recovered task {short(task_id(arn), '-')} "
+                                     f"from {short(first, '-')}", arn)
                 holder = live.get(arn) if arn else None
                 if a["client_status"] == "complete" and holder and holder != a["id"]:
-                    add("detached", f"alloc {sid} detached from task {short(task_id(arn))} (now held by "
-                                    f"{short(holder)})", arn)
+                    add("detached", f"alloc {sid} detached from task {short(task_id(arn), '-')} (now held by "
+                                    f"{short(holder, '-')})", arn)
             if arn and o["task_arn"] != arn and not first:
-                add("alloc", f"alloc {sid} started task {short(task_id(arn))}", arn)
+                add("alloc", f"alloc {sid} started task {short(task_id(arn), '-')}", arn)
 
     # ECS tasks
     if not cur.get("ecs_error") and not prev.get("ecs_error") and prev:
@@ -137,9 +133,11 @@ def diff(prev: dict | None, cur: dict, at: float) -> list[Event]:
         for t in cur.get("ecs_tasks") or []:
             o = old_tasks.get(t["arn"])
             if o is None:
-                add("ecs", f"ECS task {short(task_id(t['arn']))} {t['last_status']} ({t['task_definition']})", t["arn"])
+                add("ecs", f"ECS task {short(task_id(t['arn']), '-')} {t['last_status']} ({t['task_definition']})",
+                    t["arn"])
             elif o["last_status"] != t["last_status"]:
-                add("ecs", f"ECS task {short(task_id(t['arn']))} {o['last_status']} -> {t['last_status']}", t["arn"])
+                add("ecs", f"ECS task {short(task_id(t['arn']), '-')} {o['last_status']} -> {t['last_status']}",
+                    t["arn"])
     return out
 
 

@@ -7,20 +7,16 @@ unit-tested on real-shaped data.
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from ecsdemo.check import Check
-from ecsdemo.nomad import TERMINAL_CLIENT_STATUSES, node_draining, node_ecs_driver, task_arn
+from ecsdemo.nomad import TERMINAL_CLIENT_STATUSES, node_draining, node_ecs_driver, short, task_arn
 
 STOP_REASON_PREFIX = "Stopped by Nomad"
 CLIENT_TERMINAL = TERMINAL_CLIENT_STATUSES
 
 
 # --- allocations -----------------------------------------------------------------------------------
-def short(ident: str | None) -> str:
-    return (ident or "")[:8]
-
-
 def is_running(alloc: dict) -> bool:
     return alloc.get("DesiredStatus") == "run" and alloc.get("ClientStatus") == "running"
 
@@ -161,21 +157,30 @@ def check_never_left_running(samples: list[str], arn: str | None) -> Check:
     return Check("ECS task never left RUNNING", ok, detail, "RUNNING", seen)
 
 
-def check_stopped_by_nomad(task: dict | None, arn: str, alloc_id: str | None = None) -> Check:
-    """The ECS task is STOPPED and the driver stopped it (its reason starts with "Stopped by Nomad")."""
+def _check_stopped(name: str, task: dict | None, arn: str, reason_ok: Callable[[str], bool],
+                   wrong: Callable[[str], str], right: Callable[[str], str]) -> Check:
+    """The ECS task is STOPPED with a stoppedReason that `reason_ok` accepts; `wrong(reason)` and
+    `right(reason)` say what was seen when it stopped for another reason or for the expected one."""
     status = (task or {}).get("lastStatus")
     reason = (task or {}).get("stoppedReason") or ""
-    ok = status == "STOPPED" and reason.startswith(STOP_REASON_PREFIX)
+    ok = status == "STOPPED" and reason_ok(reason)
     if task is None:
         detail = f"ECS does not know task {arn}"
     elif status != "STOPPED":
         detail = f"task {arn} is {status}, not STOPPED"
-    elif not ok:
-        detail = f"stopped, but not by the driver: reason {reason!r}"
     else:
-        names = f" (names allocation {short(alloc_id)})" if alloc_id and alloc_id[:8] in reason else ""
-        detail = f"STOPPED: {reason!r}{names}"
-    return Check("old ECS task STOPPED by the driver", ok, detail, "RUNNING", {"status": status, "reason": reason})
+        detail = right(reason) if ok else wrong(reason)
+    return Check(name, ok, detail, "RUNNING", {"status": status, "reason": reason})
+
+
+def check_stopped_by_nomad(task: dict | None, arn: str, alloc_id: str | None = None) -> Check:
+    """The ECS task is STOPPED and the driver stopped it (its reason starts with "Stopped by Nomad")."""
+    def right(reason: str) -> str:
+        names = f" (names allocation {short(alloc_id)})" if alloc_id and short(alloc_id) in reason else ""
+        return f"STOPPED: {reason!r}{names}"
+    return _check_stopped("old ECS task STOPPED by the driver", task, arn,
+                          lambda reason: reason.startswith(STOP_REASON_PREFIX),
+                          lambda reason: f"stopped, but not by the driver: reason {reason!r}", right)
 
 
 def check_replaced_on_other_node(old: dict, new: dict | None) -> Check:
@@ -368,18 +373,8 @@ def check_new_task_same_version(base_alloc: dict, old_arn: str, alloc: dict | No
 
 def check_stopped_with_reason(task: dict | None, arn: str, reason: str) -> Check:
     """The ECS task is STOPPED with the `reason` it was stopped with (outside Nomad)."""
-    status = (task or {}).get("lastStatus")
-    got = (task or {}).get("stoppedReason") or ""
-    ok = status == "STOPPED" and got == reason
-    if task is None:
-        detail = f"ECS does not know task {arn}"
-    elif status != "STOPPED":
-        detail = f"task {arn} is {status}, not STOPPED"
-    elif not ok:
-        detail = f"stopped with reason {got!r}, not ours"
-    else:
-        detail = f"STOPPED: {got!r}"
-    return Check("old ECS task STOPPED", ok, detail, "RUNNING", {"status": status, "reason": got})
+    return _check_stopped("old ECS task STOPPED", task, arn, lambda got: got == reason,
+                          lambda got: f"stopped with reason {got!r}, not ours", lambda got: f"STOPPED: {got!r}")
 
 
 # --- handed-over allocations (client-restart) ------------------------------------------------------------

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import time
 
+from ecsdemo.nomad import short
 from ecsdemo.scenarios import checks
-from ecsdemo.scenarios.checks import short
 from ecsdemo.scenarios.common import get_node, preflight, wait_node
 from ecsdemo.scenarios.env import ScenarioEnv
 from ecsdemo.scenarios.model import ScenarioAbort, ScenarioResult

@@ -6,9 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ecsdemo.nomad import supports_remote_tasks
+from ecsdemo.nomad import short, supports_remote_tasks
 from ecsdemo.scenarios import checks
-from ecsdemo.scenarios.checks import short
 from ecsdemo.scenarios.env import ScenarioEnv
 from ecsdemo.scenarios.model import ScenarioAbort, ScenarioResult
 from ecsdemo.waiting import wait_until

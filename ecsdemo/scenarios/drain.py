@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from ecsdemo.nomad import short
 from ecsdemo.scenarios import checks
-from ecsdemo.scenarios.checks import short
 from ecsdemo.scenarios.common import (
     AllocWatch,
     ecs_checks,

@@ -3,8 +3,8 @@ task, and the killed client, once restarted, detaches from the lost allocation i
 
 from __future__ import annotations
 
+from ecsdemo.nomad import short
 from ecsdemo.scenarios import checks
-from ecsdemo.scenarios.checks import short
 from ecsdemo.scenarios.common import (
     AllocWatch,
     Baseline,

@@ -13,9 +13,8 @@ after. With `--aws` there is nothing ecsdemo may pause, so the scenario is skipp
 from __future__ import annotations
 
 from ecsdemo.errors import EcsdemoError
-from ecsdemo.nomad import node_ecs_driver
+from ecsdemo.nomad import node_ecs_driver, short
 from ecsdemo.scenarios import checks
-from ecsdemo.scenarios.checks import short
 from ecsdemo.scenarios.common import get_node, preflight
 from ecsdemo.scenarios.env import ScenarioEnv
 from ecsdemo.scenarios.model import ScenarioAbort, ScenarioResult

@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import time
 
-from ecsdemo.nomad import live_allocation
+from ecsdemo.nomad import live_allocation, short
 from ecsdemo.scenarios import checks
-from ecsdemo.scenarios.checks import short
 from ecsdemo.scenarios.common import AllocWatch, preflight, wait_ecs_stopped
 from ecsdemo.scenarios.env import ScenarioEnv
 from ecsdemo.scenarios.model import ScenarioAbort, ScenarioResult

@@ -7,8 +7,8 @@ The old allocation is stopped normally, so the driver stops its ECS task; the ne
 
 from __future__ import annotations
 
+from ecsdemo.nomad import short
 from ecsdemo.scenarios import checks
-from ecsdemo.scenarios.checks import short
 from ecsdemo.scenarios.common import AllocWatch, preflight, wait_ecs_stopped, wait_replacement
 from ecsdemo.scenarios.env import ScenarioEnv
 from ecsdemo.scenarios.model import ScenarioAbort, ScenarioResult
