@@ -56,7 +56,7 @@ def info(n: int = 1, alloc: str = ALLOC, stdout: str = "") -> TaskInfo:
 
 
 def run(world, body, poll=POLL):
-    """Run `body(manager, recorder)` in a fresh event loop with its own manager, then close it."""
+    """Run `body(store, recorder)` in a fresh event loop with its own task store, then close it."""
     async def main():
         ecs = EcsApi(EcsTarget(world.cluster, world.aws.region, world.aws.url), max_attempts=2)
         rec = Recorder()
@@ -149,7 +149,7 @@ def test_recover_from_driver_state_alone_on_a_new_manager(world):
         h = await mgr.start(info(1), world.task_config_bytes())
         return h.state.encode()
 
-    blob = run(world, first)  # the manager closes: plugin shutdown must not stop the task
+    blob = run(world, first)  # the store closes: plugin shutdown must not stop the task
 
     async def second(mgr, rec):
         new = info(2, alloc="99999999-0000-0000-0000-000000000000")
@@ -228,7 +228,7 @@ def test_bad_config_and_runtask_failures_are_start_errors(world):
 
 
 def test_stop_times_out_when_ecs_never_reports_stopped(world, moto_url):
-    # ECS slow to stop: the manager talks through a proxy whose DescribeTasks answers always say RUNNING.
+    # ECS slow to stop: the store talks through a proxy whose DescribeTasks answers always say RUNNING.
     import faultproxy
 
     with faultproxy.FaultProxy(moto_url) as proxy:

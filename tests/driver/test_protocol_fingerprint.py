@@ -1,4 +1,5 @@
-"""Fingerprint health against the real moto server, the TaskEvents stream, and the agent-start sequence (F.1)."""
+"""Fingerprint health against the real moto server, the TaskEvents stream, and the agent-start sequence (three
+launches, docs/nomad-notes.md)."""
 
 from __future__ import annotations
 
