@@ -13,6 +13,9 @@ import os
 import socket
 from pathlib import Path
 
+import boto3
+
+from ecsdemo import agents, binaries, releases
 from ecsdemo.check import Check
 from ecsdemo.config import CONFIG_FILE, DemoConfig
 from ecsdemo.errors import EcsdemoError
@@ -27,8 +30,6 @@ def blocking_failures(checks: list[Check]) -> list[Check]:
 # --- the checks ------------------------------------------------------------------------------------
 def _binary_check(product: str, auto_install: bool) -> Check:
     """The check for `product`'s binary: where it comes from (env, PATH, ecsdemo cache) and its version."""
-    from ecsdemo import binaries, releases
-
     found = binaries.locate(product)
     name = product
     if found.chosen is not None:
@@ -93,8 +94,6 @@ def check_aws(cfg: DemoConfig) -> Check:
     if cfg.local:
         return Check("aws credentials", True, "not needed with --local (the embedded endpoint uses dummy keys)")
     try:
-        import boto3
-
         session = boto3.Session(region_name=cfg.region)
         creds = session.get_credentials()
     except Exception as exc:  # a broken profile or config file: botocore raises many kinds
@@ -187,14 +186,10 @@ def check_state_dir(cfg: DemoConfig, agents_file: str = "agents.json") -> list[C
 
 
 def _stale_agents(cfg: DemoConfig) -> list[str]:
-    from ecsdemo import agents
-
     return [rec.name for rec in agents.load(cfg).values() if agents.status(rec) != "running"]
 
 
 def running_agents(cfg: DemoConfig) -> set[str]:
-    from ecsdemo import agents
-
     try:
         return {rec.name for rec in agents.load(cfg).values() if agents.status(rec) == "running"}
     except EcsdemoError:
