@@ -23,6 +23,7 @@ from typing import Any
 from ecsdemo.check import format_value
 from ecsdemo.config import DemoConfig
 from ecsdemo.errors import EcsdemoError
+from ecsdemo.files import write_atomic
 from ecsdemo.nomad import short
 from ecsdemo.watch import TERMINAL, Event, Watcher, task_id
 
@@ -356,10 +357,9 @@ def write(path: Path, report: Any, recorder: Recorder) -> Path:
     """Write the HTML report of `report` with the recorder's timeline; returns the path."""
     tl = build_timeline(recorder.samples, report.results, recorder.events, recorder.started, recorder.stopped)
     path = check_path(path)
-    tmp = path.with_name(path.name + ".tmp")
     try:
-        tmp.write_text(render_html(report, tl), encoding="utf-8")
-        tmp.replace(path)
+        # 0o644 as a plain write gives it under the usual umask: a report is meant to be opened and shared
+        write_atomic(path, render_html(report, tl), mode=0o644)
     except OSError as exc:
         raise EcsdemoError(f"cannot write the report {path}: {exc.strerror or exc}") from None
     return path
