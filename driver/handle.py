@@ -153,8 +153,8 @@ class TaskHandle:
         self.done = asyncio.Event()
         self.last_line_at = 0.0
         self.missing_count = 0
-        # Ownership (module docstring): True = may stop the ECS task; False = a bystander (a former owner
-        # restored); None = unknown (the tags could not be read at RecoverTask; resolved later).
+        # Ownership (the rule: driver.store's docstring): True = may stop the ECS task; False = a bystander
+        # (a former owner restored); None = unknown (the tags could not be read at RecoverTask; resolved later).
         self.owner: bool | None = True
         self.owned_by: str | None = None         # the current owner's mark, when it is another task id
         self.claim: dict[str, str] | None = None  # ownership tags still to write (a failed TagResource) ...
