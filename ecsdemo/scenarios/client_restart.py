@@ -2,7 +2,7 @@
 handed its ECS task over (drained or lost). The ECS task must be left alone.
 
 A Nomad client restores every allocation in its state DB on start, dead ones too: `RecoverTask` with the
-saved handle, then, as the task is dead, `DestroyTask(force=true)` (nomad-task-runner.md, "Agent
+saved handle, then, as the task is dead, `DestroyTask(force=true)` (docs/nomad-notes.md, "Agent
 restart"). By then the ECS task belongs to the replacement allocation, so a driver that stops it there
 kills the running job. The scenario samples the task's status from before the restart until `settle`
 seconds after the client is back.

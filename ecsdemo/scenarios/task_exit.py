@@ -2,7 +2,7 @@
 
 The driver's run duty: it polls the task, and when ECS says STOPPED its WaitTask returns with ECS's reason
 and an exit code. Nomad records a `Terminated` event and applies the group's `restart` policy: a new
-StartTask in the same allocation, so a new ECS task (nomad-task-runner.md, "Start and run"). The exit
+StartTask in the same allocation, so a new ECS task (docs/nomad-notes.md, "Start, run and exit"). The exit
 must show within the plugin's poll interval + 2 s of ECS stopping the task.
 """
 
