@@ -1,4 +1,4 @@
-"""The scenarios' pure rules over real-shaped Nomad and ECS JSON (nomad-http-api.md sections 4-6)."""
+"""The scenarios' pure rules over real-shaped Nomad and ECS JSON (docs/nomad-notes.md, "The HTTP API ecsdemo uses")."""
 
 from __future__ import annotations
 
