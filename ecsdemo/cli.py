@@ -9,9 +9,7 @@ import typer
 from rich.markup import escape
 
 from ecsdemo import __version__
-from ecsdemo.commands import driver, infra, lifecycle, scenario
-from ecsdemo.commands import watch as watch_cmd
-from ecsdemo.commands import install as install_cmd
+from ecsdemo.commands import driver, infra, install, lifecycle, local, render, scenario, watch
 from ecsdemo.console import err_console
 from ecsdemo.errors import EcsdemoError
 
@@ -36,19 +34,15 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(
-    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version and exit."),
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                 help="Show the version and exit."),
 ) -> None:
     pass
 
 
-lifecycle.register(app)
-scenario.register(app)
-watch_cmd.register(app)
-install_cmd.register(app)
-infra.register(app)
-app.add_typer(infra.infra_app, name="infra")
-app.add_typer(infra.local_app, name="local")
-app.add_typer(driver.app, name="driver")
+# Each command module adds its commands (or its command group) to the app; --help lists them in this order.
+for module in (lifecycle, scenario, watch, install, render, infra, local, driver):
+    module.register(app)
 
 
 def main() -> None:

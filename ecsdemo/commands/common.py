@@ -1,11 +1,16 @@
-"""Options shared by several commands."""
+"""Options and terminal helpers shared by several commands."""
 
 from __future__ import annotations
 
+import contextlib
+import json as jsonlib
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Iterator, Optional
 
 import typer
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+
+from ecsdemo.console import err_console
 
 StateDirOpt = Annotated[
     Optional[Path],
@@ -13,7 +18,8 @@ StateDirOpt = Annotated[
                  help="Where ecsdemo keeps its state, logs and pids. (default: ./.ecsdemo)"),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of tables.")]
-LocalOpt = Annotated[bool, typer.Option("--local", help="Use the embedded AWS endpoint (a moto server): no AWS account, no cost.")]
+LocalOpt = Annotated[bool, typer.Option(
+    "--local", help="Use the embedded AWS endpoint (a moto server): no AWS account, no cost.")]
 ModeOpt = Annotated[Optional[bool], typer.Option(
     "--local/--aws", help="--local: the embedded AWS endpoint (a moto server; no account, no cost). --aws: real AWS. "
                           "(default: the saved configuration's, else --aws)", show_default=False)]
@@ -35,3 +41,39 @@ ReleasesKeyOpt = Annotated[Optional[Path], typer.Option(
 NoInstallOpt = Annotated[bool, typer.Option(
     "--no-install", help="Never download nomad or terraform: use only ECSDEMO_NOMAD_BIN / ECSDEMO_TERRAFORM, "
                          "PATH and binaries already in ecsdemo's cache.")]
+
+
+@contextlib.contextmanager
+def download_bar() -> Iterator:
+    """An `on_bytes(name, done, total)` callback drawing a Rich bar (bytes, speed) on stderr for each
+    download, shown only while that download runs (so `up`'s own spinners never overlap it)."""
+    state: dict = {}
+
+    def on_bytes(name: str, done: int, total: int | None) -> None:
+        if state.get("name") == name and "progress" not in state:
+            return                  # this download's bar is finished
+        if state.get("name") != name:
+            _stop(state)
+            progress = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
+                                TransferSpeedColumn(), TimeRemainingColumn(), console=err_console)
+            progress.start()
+            state.update(name=name, progress=progress, task=progress.add_task(name, total=total))
+        state["progress"].update(state["task"], completed=done, total=total)
+        if total is not None and done >= total:
+            _stop(state)
+
+    try:
+        yield on_bytes
+    finally:
+        _stop(state)
+
+
+def _stop(state: dict) -> None:
+    progress = state.pop("progress", None)
+    if progress is not None:
+        progress.stop()
+
+
+def echo_json(data: Any) -> None:
+    """Print `data` as indented JSON with sorted keys (the `--json` output of infra, local and render)."""
+    typer.echo(jsonlib.dumps(data, indent=2, sort_keys=True))

@@ -10,12 +10,15 @@ from typing import Annotated, Optional
 import typer
 from rich.markup import escape
 
+from ecsdemo import report as html_report
 from ecsdemo.check import format_value
 from ecsdemo.commands.common import JsonOpt, StateDirOpt
-from ecsdemo.console import RichReporter, console
+from ecsdemo.console import RichReporter, console, err_console
 from ecsdemo.errors import EcsdemoError
-from ecsdemo.scenarios.env import DEFAULT_OUTAGE_S
-from ecsdemo.state import StateDir
+from ecsdemo.resolve import resolve_config
+from ecsdemo.scenarios import runner
+from ecsdemo.scenarios.env import DEFAULT_OUTAGE_S, Options, ScenarioEnv
+from ecsdemo.scenarios.model import Report
 
 
 class ScenarioName(str, Enum):
@@ -36,71 +39,61 @@ _OPTION_SCENARIOS = {"--keep-drained": ("drain", "all"), "--no-restart": ("lost-
 
 def register(app: typer.Typer) -> None:
     """Add `run-scenario` to the main app."""
+    app.command("run-scenario")(run_scenario)
 
-    @app.command("run-scenario")
-    def run_scenario(
-        scenario: Annotated[ScenarioName, typer.Argument(
-            help="drain, lost-node, client-restart, task-exit, outage (local mode), update, stop, or all of them in "
-                 "the demo's order (drain, undrain, lost-node, client-restart, task-exit, outage, update, stop).")],
-        json: JsonOpt = False,
-        timeout: Annotated[float, typer.Option("--timeout", min=1, help="Seconds to wait for each thing Nomad or "
-                                                                       "ECS must do (a replacement, a node going down, a task stopping).")] = 120.0,
-        keep_drained: Annotated[bool, typer.Option("--keep-drained", help="drain: leave the node drained.")] = False,
-        no_restart: Annotated[bool, typer.Option("--no-restart", help="lost-node: leave the killed client stopped "
+
+def run_scenario(
+    scenario: Annotated[ScenarioName, typer.Argument(
+        help="drain, lost-node, client-restart, task-exit, outage (local mode), update, stop, or all of them in "
+             "the demo's order (drain, undrain, lost-node, client-restart, task-exit, outage, update, stop).")],
+    json: JsonOpt = False,
+    timeout: Annotated[float, typer.Option(
+        "--timeout", min=1, help="Seconds to wait for each thing Nomad or ECS must do (a replacement, a node going "
+                                 "down, a task stopping).")] = 120.0,
+    keep_drained: Annotated[bool, typer.Option("--keep-drained", help="drain: leave the node drained.")] = False,
+    no_restart: Annotated[bool, typer.Option("--no-restart", help="lost-node: leave the killed client stopped "
                                                                   "(all then skips client-restart).")] = False,
-        revert: Annotated[bool, typer.Option("--revert", help="update: go back to the base task definition.")] = False,
-        outage_for: Annotated[Optional[float], typer.Option(
-            "--for", min=1, metavar="SECONDS",
-            help=f"outage: how long the local AWS endpoint stops answering (default {DEFAULT_OUTAGE_S:g}: the "
-                 "plugin fingerprints every 30 s and gives up on an unanswered call after 15 s).")] = None,
-        report_file: Annotated[Optional[Path], typer.Option(
-            "--report", metavar="FILE", dir_okay=False,
-            help="Also write a self-contained HTML report: the checklist and a timeline of the run (allocations "
-                 "per node, each ECS task, the moments the scenarios acted).")] = None,
-        state_dir: StateDirOpt = None,
-    ) -> None:
-        """Run a demo scenario against the running demo and verify what happened (exit 1 if a check fails,
-        3 if the scenario could not start).
+    revert: Annotated[bool, typer.Option("--revert", help="update: go back to the base task definition.")] = False,
+    outage_for: Annotated[Optional[float], typer.Option(
+        "--for", min=1, metavar="SECONDS",
+        help=f"outage: how long the local AWS endpoint stops answering (default {DEFAULT_OUTAGE_S:g}: the "
+             "plugin fingerprints every 30 s and gives up on an unanswered call after 15 s).")] = None,
+    report_file: Annotated[Optional[Path], typer.Option(
+        "--report", metavar="FILE", dir_okay=False,
+        help="Also write a self-contained HTML report: the checklist and a timeline of the run (allocations "
+             "per node, each ECS task, the moments the scenarios acted).")] = None,
+    state_dir: StateDirOpt = None,
+) -> None:
+    """Run a demo scenario against the running demo and verify what happened (exit 1 if a check fails,
+    3 if the scenario could not start).
 
-        client-restart restarts a client that handed its allocation over (run drain or lost-node first); task-exit stops the ECS task outside Nomad and expects Nomad to restart it; outage pauses the local AWS endpoint (local mode only; skipped with --aws)."""
-        from ecsdemo.config import DemoConfig
-        from ecsdemo.scenarios import runner
-        from ecsdemo.scenarios.env import Options, ScenarioEnv
-
-        name = scenario.value
-        given = {"--keep-drained": keep_drained, "--no-restart": no_restart, "--revert": revert,
-                 "--for": outage_for is not None}
-        for flag, on in given.items():
-            if on and name not in _OPTION_SCENARIOS[flag]:
-                raise EcsdemoError(f"{flag} does not apply to the {name} scenario",
-                                   hint=f"it applies to: {', '.join(_OPTION_SCENARIOS[flag])}", exit_code=2)
-        state = StateDir(state_dir)
-        cfg = DemoConfig.load(state)
-        if cfg is None:
-            raise EcsdemoError(f"no demo found in {state.root}", hint="run `ecsdemo up` (and `ecsdemo run`) first")
-        options = Options(timeout=timeout, keep_drained=keep_drained, restart=not no_restart, revert=revert,
-                          **({"outage_for": outage_for} if outage_for is not None else {}))
-        reporter = RichReporter(quiet=json)
-        env = ScenarioEnv.from_config(cfg, reporter, options)
-        report = _run_with_report(name, env, report_file, json) if report_file else runner.run(name, env)
-        if json:
-            typer.echo(jsonlib.dumps(report.to_json(), indent=2, default=str))
-        else:
-            print_report(report)
-        if report.exit_code:
-            # An EcsdemoError, not typer.Exit: `cli.main` runs the app with standalone_mode=False, where an
-            # Exit's code is returned rather than used.
-            raise EcsdemoError(_summary(report), exit_code=report.exit_code)
+    client-restart restarts a client that handed its allocation over (run drain or lost-node first); task-exit stops the ECS task outside Nomad and expects Nomad to restart it; outage pauses the local AWS endpoint (local mode only; skipped with --aws)."""  # noqa: E501 (one line per paragraph: Typer keeps line breaks)
+    name = scenario.value
+    given = {"--keep-drained": keep_drained, "--no-restart": no_restart, "--revert": revert,
+             "--for": outage_for is not None}
+    for flag, on in given.items():
+        if on and name not in _OPTION_SCENARIOS[flag]:
+            raise EcsdemoError(f"{flag} does not apply to the {name} scenario",
+                               hint=f"it applies to: {', '.join(_OPTION_SCENARIOS[flag])}", exit_code=2)
+    cfg = resolve_config(state_dir, required=True, hint="run `ecsdemo up` (and `ecsdemo run`) first")
+    options = Options(timeout=timeout, keep_drained=keep_drained, restart=not no_restart, revert=revert,
+                      **({"outage_for": outage_for} if outage_for is not None else {}))
+    reporter = RichReporter(quiet=json)
+    env = ScenarioEnv.from_config(cfg, reporter, options)
+    report = _run_with_report(name, env, report_file, json) if report_file else runner.run(name, env)
+    if json:
+        typer.echo(jsonlib.dumps(report.to_json(), indent=2, default=str))
+    else:
+        print_report(report)
+    if report.exit_code:
+        # An EcsdemoError, not typer.Exit: `cli.main` runs the app with standalone_mode=False, where an
+        # Exit's code is returned rather than used.
+        raise EcsdemoError(_summary(report), exit_code=report.exit_code)
 
 
 def _run_with_report(name: str, env, report_file: Path, json: bool):
     """Run the scenario while a background recorder samples Nomad and ECS, then write the HTML report
     (also when checks failed or on Ctrl-C: what was recorded so far)."""
-    from ecsdemo import report as html_report
-    from ecsdemo.console import err_console
-    from ecsdemo.scenarios import runner
-    from ecsdemo.scenarios.model import Report
-
     html_report.check_path(report_file)
     recorder = html_report.Recorder(env.cfg).start()
     result = Report(name)
@@ -135,7 +128,8 @@ def print_report(report) -> None:
             console.print(f"  {escape(res.skipped)}")
             continue
         for c in res.checks:
-            console.print(f"  {'[green]✓[/green]' if c.ok else '[red]✗[/red]'} {escape(c.name)}: {escape(c.detail)}", soft_wrap=True)
+            tick = "[green]✓[/green]" if c.ok else "[red]✗[/red]"
+            console.print(f"  {tick} {escape(c.name)}: {escape(c.detail)}", soft_wrap=True)
             if c.before is not None or c.after is not None:
                 console.print(f"      before: {format_value(c.before)}", soft_wrap=True, markup=False)
                 console.print(f"      after:  {format_value(c.after)}", soft_wrap=True, markup=False)

@@ -5,12 +5,14 @@ from __future__ import annotations
 import grpc
 import msgpack
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from driver import __version__
-from driver.pb import base_pb2, driver_pb2, hclspec_pb2 as hs
+from driver.pb import base_pb2, driver_pb2
+from driver.pb import hclspec_pb2 as hs
 from driver.plugin_config import ConfigError, decode_plugin_config, parse_duration
-from ecsdemo.driverctl import CtyError, cty_msgpack, cty_value
+from ecsdemo.cty import CtyError, cty_msgpack, cty_value
 
 FULL = {"enabled": None, "cluster": None, "region": None, "endpoint": None, "poll_interval": "5s",
         "fingerprint_interval": "30s", "log_level": None}
@@ -53,7 +55,8 @@ def test_plugin_info(plugin_host):
 def test_config_schema_declares_keys_and_defaults(plugin_host):
     spec = plugin_host().config_schema()
     attrs = spec.object.attributes
-    assert sorted(attrs) == ["cluster", "enabled", "endpoint", "fingerprint_interval", "log_level", "poll_interval", "region"]
+    assert sorted(attrs) == ["cluster", "enabled", "endpoint", "fingerprint_interval", "log_level", "poll_interval",
+                             "region"]
     assert attrs["enabled"].Attr.type == "bool"
     for key in ("cluster", "region", "endpoint"):
         assert attrs[key].Attr.type == "string" and not attrs[key].Attr.required

@@ -14,7 +14,7 @@ import grpc
 import pytest
 
 from driver.pb import driver_pb2, go_plugin_pb2, go_plugin_pb2_grpc
-from ecsdemo.driverctl import MAGIC_COOKIE_KEY, NOMAD_ENV, Handshake, PluginError
+from ecsdemo.pluginclient import MAGIC_COOKIE_KEY, NOMAD_ENV, Handshake, PluginError
 from tests.support.plugin_host import PLUGIN_EXE, PluginHost
 
 HANDSHAKE = re.compile(r"^1\|2\|unix\|(/[^|]+)\|grpc\|$")

@@ -1,4 +1,4 @@
-"""`ecsdemo driver install|check|serve` and the driverctl functions behind them."""
+"""`ecsdemo driver install|check|serve` and the functions behind them (ecsdemo.driverctl, ecsdemo.drivercheck)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import sys
 import hcl2
 import pytest
 
-from ecsdemo import driverctl
+from ecsdemo import drivercheck, driverctl, pluginclient
 from ecsdemo.errors import EcsdemoError
 from ecsdemo.progress import RecordingReporter
 
@@ -53,7 +53,7 @@ def test_installed_launcher_passes_the_check_against_moto(tmp_path, aws):
     aws.client("ecs").create_cluster(clusterName="checked")
     launcher = driverctl.install_launcher(tmp_path / "plugins")
     reporter = RecordingReporter()
-    report = driverctl.check_plugin(launcher, {"enabled": True, "cluster": "checked", "region": aws.region,
+    report = drivercheck.check_plugin(launcher, {"enabled": True, "cluster": "checked", "region": aws.region,
                                                "endpoint": aws.url}, reporter,
                                     env=dict(os.environ, AWS_EC2_METADATA_DISABLED="true"),
                                     log_path=tmp_path / "plugin.log")
@@ -69,14 +69,14 @@ def test_installed_launcher_passes_the_check_against_moto(tmp_path, aws):
 def test_check_reports_an_unhealthy_driver_and_a_bad_config(tmp_path, aws):
     launcher = driverctl.install_launcher(tmp_path / "plugins")
     env = dict(os.environ, AWS_EC2_METADATA_DISABLED="true")
-    report = driverctl.check_plugin(launcher, {"enabled": True, "cluster": "absent", "region": aws.region,
+    report = drivercheck.check_plugin(launcher, {"enabled": True, "cluster": "absent", "region": aws.region,
                                                "endpoint": aws.url}, RecordingReporter(), env=env)
     assert not report.ok
     failed = [s for s in report.steps if not s.ok]
     assert [s.name for s in failed] == ["fingerprint"] and "not found" in failed[0].detail
     assert report.steps[-1].name == "shutdown" and report.steps[-1].ok
 
-    bad = driverctl.check_plugin(launcher, {"enabled": True, "cluster": "c", "poll_interval": "often"},
+    bad = drivercheck.check_plugin(launcher, {"enabled": True, "cluster": "c", "poll_interval": "often"},
                                  RecordingReporter(), env=env)
     assert [(s.name, s.ok) for s in bad.steps][-1] == ("SetConfig", False)
     assert "poll_interval" in bad.steps[-1].detail and "'often'" in bad.steps[-1].detail
@@ -86,7 +86,7 @@ def test_check_of_something_that_is_not_a_plugin(tmp_path):
     fake = tmp_path / "nomad-driver-ecs"
     fake.write_text("#!/bin/sh\necho not a plugin >&2\nexit 3\n")
     fake.chmod(0o755)
-    report = driverctl.check_plugin(fake, {"enabled": False}, RecordingReporter())
+    report = drivercheck.check_plugin(fake, {"enabled": False}, RecordingReporter())
     assert not report.ok and len(report.steps) == 1
     assert "exited with code 3" in report.steps[0].detail and "not a plugin" in report.steps[0].detail
 
@@ -119,7 +119,7 @@ def test_cli_install_refusal_is_a_clear_error(tmp_path):
 
 
 def test_cli_serve_needs_the_cookie(tmp_path):
-    env = {k: v for k, v in os.environ.items() if k != driverctl.MAGIC_COOKIE_KEY}
+    env = {k: v for k, v in os.environ.items() if k != pluginclient.MAGIC_COOKIE_KEY}
     res = subprocess.run([sys.executable, "-m", "ecsdemo", "driver", "serve"], capture_output=True, text=True,
                          timeout=60, env=env, cwd=tmp_path, stdin=subprocess.DEVNULL)
     assert res.returncode == 1 and "not meant to be executed directly" in res.stderr and res.stdout == ""

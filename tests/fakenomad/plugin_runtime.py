@@ -36,7 +36,8 @@ import grpc
 from google.protobuf.duration_pb2 import Duration
 
 from driver.pb import base_pb2, driver_pb2, recoverable_error_pb2
-from ecsdemo.driverctl import Handshake, PluginProcess, cty_msgpack
+from ecsdemo.cty import cty_msgpack
+from ecsdemo.pluginclient import Handshake, PluginProcess
 from tests.support.plugin_host import PluginHost, agent_start
 
 DETACH = "DETACH"           # plugins/drivers/driver.go DetachSignal

@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import Callable, Mapping
 
 from driver.pb import base_pb2, driver_pb2
-from ecsdemo.driverctl import PluginProcess, cty_msgpack
+from ecsdemo.cty import cty_msgpack
+from ecsdemo.pluginclient import PluginProcess
 
 PLUGIN_EXE = Path(sys.executable).parent / "nomad-driver-ecs"   # the installed console script
 # Keep the AWS SDK from probing the EC2 metadata service (1 s timeouts) when a test has no credentials.
