@@ -377,12 +377,11 @@ class NomadClient:
         """Deregister (stop) a job; `purge` also deletes it. Stopping an unknown job is not an error."""
         return self._call(f"/v1/job/{job_id}", self._api.job.deregister_job, job_id, purge=purge)
 
-    def wait_job_allocations(self, job_id: str, index: int, wait_s: float = 10,
-                             *, wait: float | None = None) -> tuple[list[dict], int]:
+    def wait_job_allocations(self, job_id: str, index: int, wait_s: float = 10) -> tuple[list[dict], int]:
         """Blocking query on the job's allocations: returns (stubs, X-Nomad-Index) as soon as any
-        allocation in the cluster changes after `index`, or after about `wait_s` (alias `wait`) seconds.
+        allocation in the cluster changes after `index`, or after about `wait_s` seconds.
         index=0 returns at once. A return does not guarantee a change: compare the stubs."""
-        wait_s = max(1, int(round(wait if wait is not None else wait_s)))
+        wait_s = max(1, int(round(wait_s)))
         resp = self._request(self._api.job, job_id, "allocations",
                              params={"index": int(index), "wait": f"{wait_s}s", "all": "true"},
                              timeout=wait_s * 17 / 16 + self.timeout)
