@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import threading
 import time
 from types import SimpleNamespace
@@ -40,7 +42,8 @@ def stub(id_, node, desired="run", client="running", create=10, name="nomad-ecs-
 def node(id_, name, status="ready", elig="eligible", drain=False, healthy=True):
     return {"ID": id_, "Name": name, "Status": status, "SchedulingEligibility": elig, "Drain": drain,
             "Drivers": {"ecs": {"Attributes": {"driver.ecs": "true"}, "Detected": True, "Healthy": healthy,
-                                "HealthDescription": "Healthy" if healthy else "unhealthy", "UpdateTime": "2024-05-01T10:00:00+00:00"}}}
+                                "HealthDescription": "Healthy" if healthy else "unhealthy",
+                                "UpdateTime": "2024-05-01T10:00:00+00:00"}}}
 
 
 def ecs_task(arn, status="RUNNING", alloc=A1, job="nomad-ecs-demo", reason=None, td="nomad-remote-driver-demo:1"):
@@ -54,7 +57,8 @@ def ecs_task(arn, status="RUNNING", alloc=A1, job="nomad-ecs-demo", reason=None,
 
 
 @pytest.mark.parametrize("text,ok", [("1.1.0", True), ("1.9.7", True), ("1.1.0-beta1", True), ("v1.4.3", True),
-                                     ("1.0.18", False), ("1.10.0", False), ("2.0.0", False), ("", False), ("dev", False)])
+                                     ("1.0.18", False), ("1.10.0", False), ("2.0.0", False), ("", False),
+                                     ("dev", False)])
 def test_remote_tasks_need_nomad_1_1_to_1_9(text, ok):
     assert supports_remote_tasks(text) is ok
 
@@ -213,9 +217,6 @@ T0 = 1_700_000_100_000_000_000   # ns
 
 
 def handle(arn):
-    import base64
-    import json
-
     return {"Version": 1, "DriverState": base64.b64encode(json.dumps({"v": 1, "task_arn": arn}).encode()).decode()}
 
 
@@ -285,7 +286,8 @@ def test_restart_in_place_and_a_new_task_on_the_same_version():
     assert not checks.check_new_task_same_version(before, ARN1, after, ARN1, ecs_task(ARN1)).ok
     assert not checks.check_new_task_same_version(before, ARN1, after, None, None).ok
     newer = dict(after, JobVersion=1)
-    assert "job version 1, not 0" in checks.check_new_task_same_version(before, ARN1, newer, ARN2, ecs_task(ARN2)).detail
+    assert "job version 1, not 0" in checks.check_new_task_same_version(before, ARN1, newer, ARN2,
+                                                                        ecs_task(ARN2)).detail
 
 
 def test_stopped_with_reason():

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 
-from ecsdemo import status
+from rich.console import Console
+
+from ecsdemo import status, views
 
 A1 = "11111111-aaaa-4bbb-8ccc-000000000001"
 A2 = "22222222-aaaa-4bbb-8ccc-000000000002"
@@ -75,12 +78,6 @@ def test_node_summary_reads_the_ecs_driver():
 
 # --- the layout `status` and `watch` share (ecsdemo.views) -----------------------------------------
 def render(data: dict, width: int, wide: bool = False) -> str:
-    import os
-
-    from rich.console import Console
-
-    from ecsdemo import views
-
     con = Console(record=True, width=width, file=open(os.devnull, "w"), color_system=None)
     con.print(views.status_view(data, wide))
     return con.export_text()
