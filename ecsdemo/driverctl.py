@@ -7,11 +7,9 @@ and `ecsdemo up` call it.
 
 from __future__ import annotations
 
-import json
 import shlex
 import sys
 from pathlib import Path
-from typing import Any
 
 from ecsdemo.config import PLUGIN_NAME
 from ecsdemo.errors import EcsdemoError
@@ -47,19 +45,3 @@ def install_launcher(plugin_dir: Path) -> Path:
     except OSError as exc:
         raise EcsdemoError(f"cannot write {target}: {exc.strerror or exc}") from None
     return target
-
-
-def _hcl(value: Any) -> str:
-    return json.dumps(value)  # JSON strings, numbers and bools are valid HCL literals
-
-
-def plugin_stanza(cluster: str, region: str, endpoint: str | None = None, poll_interval: str | None = None) -> str:
-    """The agent's `plugin "nomad-driver-ecs" { config { ... } }` block for these settings."""
-    lines = [f'plugin "{PLUGIN_NAME}" {{', "  config {", "    enabled = true",
-             f"    cluster = {_hcl(cluster)}", f"    region  = {_hcl(region)}"]
-    if endpoint:
-        lines.append(f"    endpoint = {_hcl(endpoint)}")
-    if poll_interval:
-        lines.append(f"    poll_interval = {_hcl(poll_interval)}")
-    lines += ["  }", "}"]
-    return "\n".join(lines) + "\n"

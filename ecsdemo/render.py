@@ -85,6 +85,13 @@ def render_job(cfg: DemoConfig, outputs: Outputs) -> Path:
     return _write(job_path(cfg), text)
 
 
+def plugin_stanza(cluster: str, region: str, endpoint: str | None = None, poll_interval: str | None = None) -> str:
+    """The agent's `plugin "nomad-driver-ecs" { config { ... } }` block for these settings, from the template
+    the client configs use (templates/plugin.hcl.j2); `ecsdemo driver install` prints it."""
+    stanza = _env().get_template("plugin.hcl.j2").module.plugin_stanza
+    return str(stanza(PLUGIN_NAME, cluster, region, endpoint, poll_interval))
+
+
 def render_all(cfg: DemoConfig, outputs: Outputs, endpoint: str | None) -> list[Path]:
     """Write `server.hcl`, `client-<i>.hcl` (i = 1..cfg.clients) and `demo-ecs.nomad` into cfg.render_dir.
 

@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from driver.main import main as plugin_main  # the plugin's public entry point (it imports its server lazily)
-from ecsdemo import drivercheck, driverctl
+from ecsdemo import drivercheck, driverctl, render
 from ecsdemo.commands.common import JsonOpt, LocalOpt, RegionOpt, StateDirOpt
 from ecsdemo.console import RichReporter, console
 from ecsdemo.errors import EcsdemoError
@@ -48,7 +48,7 @@ def install(plugin_dir: PluginDirOpt = None, cluster: ClusterOpt = None, region:
     console.print(f"[green]✓[/green] installed {target}", soft_wrap=True)
     console.print(f"Add this block to each Nomad client's configuration (with plugin_dir = \"{target.parent}\"):\n",
                   soft_wrap=True)
-    typer.echo(driverctl.plugin_stanza(cluster or cfg.name, region or cfg.region, endpoint))
+    typer.echo(render.plugin_stanza(cluster or cfg.name, region or cfg.region, endpoint))
 
 
 def check(plugin_dir: PluginDirOpt = None, local: LocalOpt = False, cluster: ClusterOpt = None,

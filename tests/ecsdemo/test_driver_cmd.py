@@ -12,9 +12,13 @@ import sys
 import hcl2
 import pytest
 
-from ecsdemo import drivercheck, driverctl, pluginclient
+from ecsdemo import drivercheck, driverctl, pluginclient, render
+from ecsdemo.config import DemoConfig
 from ecsdemo.errors import EcsdemoError
+from ecsdemo.outputs import Outputs
 from ecsdemo.progress import RecordingReporter
+from ecsdemo.state import StateDir
+from tests.support.plugin_host import PluginHost
 
 
 def run_cli(*args: str, cwd=None, timeout: float = 120) -> subprocess.CompletedProcess:
@@ -41,12 +45,32 @@ def test_install_refuses_to_overwrite_a_different_file(tmp_path):
 
 
 def test_plugin_stanza_is_valid_hcl_with_the_settings():
-    text = driverctl.plugin_stanza("c1", "eu-west-1", endpoint="http://127.0.0.1:5000", poll_interval="2s")
+    text = render.plugin_stanza("c1", "eu-west-1", endpoint="http://127.0.0.1:5000", poll_interval="2s")
     parsed = hcl2.load(io.StringIO(text), serialization_options=hcl2.SerializationOptions(
         strip_string_quotes=True, explicit_blocks=False, with_comments=False))
     config = parsed["plugin"][0]["nomad-driver-ecs"]["config"][0]
     assert config == {"enabled": True, "cluster": "c1", "region": "eu-west-1", "endpoint": "http://127.0.0.1:5000",
                       "poll_interval": "2s"}
+
+
+@pytest.mark.parametrize("endpoint", ["http://127.0.0.1:50123", None])
+def test_the_client_config_holds_the_stanza_driver_install_prints(tmp_path, endpoint):
+    """One template (templates/plugin.hcl.j2) for the plugin block: the rendered client config holds exactly
+    the text `ecsdemo driver install` prints for the same cluster, region and endpoint."""
+    cfg = DemoConfig(state_dir=tmp_path / "st", render_dir=tmp_path / "nomad", clients=1, local=endpoint is not None)
+    out = Outputs(demo_subnet_id="subnet-1", demo_security_group_id="sg-1", cluster_name="c-demo", region="eu-west-3",
+                  task_definition_family="fam", task_definition_revision=7,
+                  task_definition_arn="arn:aws:ecs:eu-west-3:1:task-definition/fam:7", endpoint=endpoint,
+                  task_definition="base")
+    render.render_all(cfg, out, endpoint)
+    client = render.client_config_path(cfg, 1).read_text()
+    args = ["driver", "install", "--plugin-dir", str(tmp_path / "plugins"), "--state-dir", str(tmp_path / "st"),
+            "--cluster", "c-demo", "--region", "eu-west-3"] + (["--endpoint", endpoint] if endpoint else [])
+    res = run_cli(*args, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    printed = res.stdout[res.stdout.index('plugin "nomad-driver-ecs" {'):].removesuffix("\n")
+    assert printed == render.plugin_stanza("c-demo", "eu-west-3", endpoint)
+    assert client.endswith("\n" + printed)
 
 
 def test_installed_launcher_passes_the_check_against_moto(tmp_path, aws):
@@ -126,8 +150,6 @@ def test_cli_serve_needs_the_cookie(tmp_path):
 
 
 def test_cli_serve_speaks_go_plugin(tmp_path):
-    from tests.support.plugin_host import PluginHost
-
     host = PluginHost(tmp_path, argv=[sys.executable, "-m", "ecsdemo", "driver", "serve"])
     try:
         host.start(timeout=60)
@@ -139,9 +161,6 @@ def test_cli_serve_speaks_go_plugin(tmp_path):
 
 
 def test_cli_check_uses_the_saved_local_demo_endpoint(tmp_path, aws):
-    from ecsdemo.config import DemoConfig
-    from ecsdemo.state import StateDir
-
     state = StateDir(tmp_path / "st").ensure()
     DemoConfig(state_dir=state.root, local=True, name="saved-demo", render_dir=tmp_path / "nomad").save()
     state.write_json("local.json", {"url": aws.url})

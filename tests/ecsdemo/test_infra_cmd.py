@@ -106,3 +106,24 @@ def test_outputs_json_and_render_from_the_state_dir(state, tmp_path):
     assert task["config"][0]["task"][0]["task_definition"] == "fam:4"
     saved = DemoConfig.load(state)                              # the choices are remembered for later commands
     assert saved.clients == 3 and saved.render_dir == rendered
+
+
+def _files(root) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_apply_refuses_to_switch_mode_under_live_local_infrastructure(state, tmp_path):
+    """`infra apply` resolves its config like `up`: --aws over a live local demo is refused before anything runs."""
+    out = Outputs(demo_subnet_id="subnet-1", demo_security_group_id="sg-1", cluster_name="cl", region="us-east-1",
+                  task_definition_family="fam", task_definition_revision=1,
+                  task_definition_arn="arn:aws:ecs:us-east-1:1:task-definition/fam:1", endpoint="http://127.0.0.1:9",
+                  task_definition="base")
+    DemoConfig(state_dir=state.root, local=True).save()
+    state.write_json(infra.INFRA_FILE, {"mode": "local", "task_definition": "base", "outputs": out.to_json()})
+    before = _files(state.root)
+
+    r = cli("infra", "apply", "--aws", state=state, env={"PATH": str(tmp_path)})   # no terraform to run
+    assert r.returncode == 1
+    assert "runs locally; cannot switch to --aws under it" in r.stderr and "ecsdemo teardown" in r.stderr
+    assert _files(state.root) == before                        # nothing changed: no config saved, nothing applied
+    assert DemoConfig.load(state).local is True
