@@ -28,19 +28,14 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests" / "driver"))
+import boto3
+import psutil
 
-import boto3  # noqa: E402
-import psutil  # noqa: E402
-from google.protobuf.duration_pb2 import Duration  # noqa: E402
-
-from driver.pb import driver_pb2  # noqa: E402
-from driver.tasks import DriverState  # noqa: E402
-from ecsdemo import driverctl, local  # noqa: E402
-from faultproxy import FaultProxy  # noqa: E402
-from test_lifecycle_support import make_world  # noqa: E402
+from driver.pb import driver_pb2
+from driver.tasks import DriverState
+from ecsdemo import driverctl, local
+from tests.support.faultproxy import FaultProxy
+from tests.support.moto_world import make_world
 
 PLUGIN_EXE = Path(sys.executable).parent / "nomad-driver-ecs"
 

@@ -1,8 +1,10 @@
-"""Shared fixtures: one moto server process for the whole session, reached over HTTP by real boto3.
+"""The suite's fixtures live in tests/support/ and are registered here, for every test directory.
 
-`moto_url` is the endpoint; `aws` resets it before a test and yields a small helper with boto3 clients.
-`aws_env` sets dummy credentials, a region and the endpoint in the environment (for subprocesses and
-boto3 alike) for one test.
+tests/support/aws.py: `moto_server`, `moto_url`, `aws` (the session's moto server, reset per test).
+tests/support/moto_world.py: `ecs_demo`, `module_aws`, `world` (ECS resources on moto).
+tests/support/fake_nomad.py: `fake_nomad`, `nomad_cluster` (the fake Nomad with real plugin processes).
+tests/support/standin_demo.py: `demo`, `nomad_demo` (a rendered demo whose agents are stand-in processes).
+tests/support/terraform.py: `tf_mirror` (terraform and a local aws provider mirror, or a skip).
 
 For the whole session, ecsdemo's binary cache is an empty temporary directory and its release server a
 file:// URL that does not exist: no test sees the user's cached nomad/terraform, and no `up` that finds a
@@ -11,19 +13,22 @@ binary missing can download one from the internet (tests that install set both v
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
-from ecsdemo import local
-
-REGION = "us-east-1"
+pytest_plugins = [
+    "tests.support.aws",
+    "tests.support.moto_world",
+    "tests.support.fake_nomad",
+    "tests.support.standin_demo",
+    "tests.support.terraform",
+]
 
 
 @pytest.fixture(scope="session", autouse=True)
 def _no_user_cache_no_downloads(tmp_path_factory):
-    import os
-
     saved = {k: os.environ.get(k) for k in ("ECSDEMO_CACHE_DIR", "ECSDEMO_RELEASES_URL")}
     root = Path(tmp_path_factory.mktemp("ecsdemo-cache"))
     os.environ["ECSDEMO_CACHE_DIR"] = str(root / "cache")
@@ -34,42 +39,3 @@ def _no_user_cache_no_downloads(tmp_path_factory):
             os.environ.pop(k, None)
         else:
             os.environ[k] = v
-
-
-@pytest.fixture(scope="session")
-def moto_server(tmp_path_factory):
-    log = Path(tmp_path_factory.mktemp("moto")) / "moto.log"
-    proc = local.start_moto(log)
-    yield proc
-    proc.stop()
-
-
-@pytest.fixture(scope="session")
-def moto_url(moto_server) -> str:
-    return moto_server.url
-
-
-class AwsHelper:
-    def __init__(self, url: str, region: str = REGION):
-        self.url = url
-        self.region = region
-
-    def client(self, service: str):
-        import boto3
-
-        return boto3.client(service, region_name=self.region, endpoint_url=self.url,
-                            aws_access_key_id="testing", aws_secret_access_key="testing")
-
-    def reset(self) -> None:
-        local.reset(self.url)
-
-
-@pytest.fixture
-def aws(moto_url, monkeypatch) -> AwsHelper:
-    """A clean moto server for this test (state wiped), with credentials and region in the environment."""
-    local.reset(moto_url)
-    for k, v in local.LOCAL_CREDENTIALS.items():
-        monkeypatch.setenv(k, v)
-    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
-    monkeypatch.delenv("AWS_PROFILE", raising=False)
-    return AwsHelper(moto_url)

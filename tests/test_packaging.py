@@ -118,7 +118,7 @@ def fresh_venv(tmp_path_factory, wheel) -> Path:
 
 @pytest.mark.slow
 def test_a_fresh_install_without_the_test_extra_runs(fresh_venv, tmp_path):
-    from tests.ecsdemo import releasetree as rt
+    from tests.support import releasetree as rt
 
     bin_dir = fresh_venv / "bin"
     # no nomad anywhere, an empty cache, no mirror that could reach the internet

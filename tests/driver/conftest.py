@@ -42,3 +42,9 @@ def ecs_config(aws):
     aws.client("ecs").create_cluster(clusterName="demo")
     return {"enabled": True, "cluster": "demo", "region": aws.region, "endpoint": aws.url,
             "fingerprint_interval": "200ms", "poll_interval": "200ms"}
+
+
+@pytest.fixture
+def config(world):
+    return {"enabled": True, "cluster": world.cluster, "region": world.aws.region, "endpoint": world.aws.url,
+            "fingerprint_interval": "200ms", "poll_interval": "200ms"}

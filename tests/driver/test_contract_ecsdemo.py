@@ -11,15 +11,14 @@ import uuid
 import hcl2
 from google.protobuf.duration_pb2 import Duration
 
-from driver.pb import driver_pb2
 from driver.handle import OWNER_TAG
+from driver.pb import driver_pb2
 from ecsdemo import aws as demo_aws
 from ecsdemo import render
 from ecsdemo.config import GROUP_NAME, JOB_ID, PLUGIN_NAME, TASK_NAME, DemoConfig
 from ecsdemo.nomad import NomadClient
 from ecsdemo.outputs import Outputs
 from ecsdemo.scenarios import checks
-from tests.driver.test_lifecycle_support import world  # noqa: F401  (fixture)
 
 OPTS = hcl2.SerializationOptions(strip_string_quotes=True, explicit_blocks=False, with_comments=False)
 

@@ -4,15 +4,10 @@ server process."""
 from __future__ import annotations
 
 import asyncio
-import sys
 from datetime import datetime, timezone
-from pathlib import Path
 
 import msgpack
 import pytest
-
-sys.path.insert(0, str(Path(__file__).parent))
-from test_lifecycle_support import FifoReader, world  # noqa: E402,F401
 
 from driver.aws import EcsApi, EcsTarget  # noqa: E402
 from driver.handle import (  # noqa: E402
@@ -34,6 +29,8 @@ from driver.store import (  # noqa: E402
     _failure_error,
     client_token,
 )
+from tests.support import faultproxy
+from tests.support.plugin_calls import FifoReader, json_v1_state, reference_state
 
 ALLOC = "5b0f4c4e-6f0a-4c5b-9a9e-0123456789ab"
 POLL = 0.1
@@ -229,7 +226,6 @@ def test_bad_config_and_runtask_failures_are_start_errors(world):
 
 def test_stop_times_out_when_ecs_never_reports_stopped(world, moto_url):
     # ECS slow to stop: the store talks through a proxy whose DescribeTasks answers always say RUNNING.
-    import faultproxy
 
     with faultproxy.FaultProxy(moto_url) as proxy:
         async def body(mgr, rec):
@@ -316,7 +312,6 @@ def test_driver_state_v2_is_msgpack_with_the_reference_drivers_arn_key_and_round
 
 
 def test_driver_state_json_v1_and_reference_forms_decode():
-    from test_lifecycle_support import json_v1_state, reference_state
 
     arn = "arn:aws:ecs:us-east-1:123456789012:task/c/0123"
     old = DriverState.decode(json_v1_state(arn, "c", None, "alloc", "web-task"), cluster="ignored")
@@ -359,7 +354,6 @@ def test_ownership_claims_keep_former_owners_and_unsafe_ids_become_digests():
 def test_a_recovery_that_could_not_read_the_tags_yields_to_a_later_claim(world, moto_url):
     """B recovers while ECS is unreachable; C recovers (and claims) after that; when B can read the tags
     it sees a claim newer than its recovery and becomes a bystander instead of taking the task back."""
-    import faultproxy
 
     with faultproxy.FaultProxy(moto_url) as proxy:
         async def main():
@@ -398,7 +392,6 @@ def test_an_answer_without_its_tags_is_not_taken_for_an_unowned_task(world, moto
     """A tracks its task; B takes it over. A's re-reads of the tags get DescribeTasks answers without
     their `tags` key (moto's, when another DescribeTasks without TAGS runs at the same time): A must not
     take the task back, and its forced destroy must not stop it."""
-    import faultproxy
 
     with faultproxy.FaultProxy(moto_url) as proxy:
         async def main():

@@ -2,33 +2,16 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import grpc
 import pytest
 from google.protobuf.duration_pb2 import Duration
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-sys.path.insert(0, str(Path(__file__).parent))
-from test_lifecycle_scenarios import ALLOC_A, TASK, body, config, launch, task_id, world  # noqa: E402,F401
-
-from driver.pb import base_pb2, driver_pb2, recoverable_error_pb2  # noqa: E402
+from driver.pb import base_pb2, driver_pb2  # noqa: E402
+from tests.support.plugin_calls import ALLOC_A, TASK, body, launch, recoverable, task_id
 
 FUZZ = settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
-
-
-def recoverable(err: grpc.RpcError) -> bool | None:
-    """The RecoverableError detail Nomad reads from a StartTask error (None when absent)."""
-    from grpc_status import rpc_status
-
-    status = rpc_status.from_call(err)
-    if status is None or not status.details:
-        return None
-    detail = recoverable_error_pb2.RecoverableError()
-    assert status.details[0].Unpack(detail)
-    return detail.recoverable
 
 
 def assert_serving(host):

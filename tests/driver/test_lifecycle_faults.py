@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import sys
 import threading
 import time
-from pathlib import Path
 
 import grpc
 from google.protobuf.duration_pb2 import Duration
 
-sys.path.insert(0, str(Path(__file__).parent))
-import faultproxy  # noqa: E402
-from test_lifecycle_scenarios import ALLOC_A, TASK, Events, arn_of, body, inspect, task_id, wait_req, world  # noqa: E402,F401
-
 from driver.pb import driver_pb2  # noqa: E402
+from tests.support import faultproxy
+from tests.support.plugin_calls import ALLOC_A, TASK, Events, arn_of, body, inspect, recoverable, task_id, wait_req
 
 HEALTHY = driver_pb2.FingerprintResponse.HEALTHY
 UNHEALTHY = driver_pb2.FingerprintResponse.UNHEALTHY
@@ -88,7 +84,6 @@ def test_faults_never_end_a_task_nor_duplicate_it(world, plugin_host):
 
 
 def test_throttled_runtask_is_a_recoverable_start_error(world, plugin_host):
-    from test_lifecycle_badinput import recoverable
 
     aws = world.aws
     with faultproxy.FaultProxy(aws.url) as proxy:

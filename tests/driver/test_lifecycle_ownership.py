@@ -8,23 +8,33 @@ here fails against a plugin whose stale restore or returning client stops the ta
 from __future__ import annotations
 
 import os
-import sys
 import time
 from datetime import datetime, timezone
-from pathlib import Path
 
 import grpc
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-import faultproxy  # noqa: E402
-from test_lifecycle_scenarios import (ALLOC_A, ALLOC_B, TASK, arn_of, body, config, inspect, launch,  # noqa: E402,F401
-                                      recover, stop, task_id, wait_req, world)
-from test_lifecycle_support import FifoReader, json_v1_state, reference_state  # noqa: E402
-
-from driver.pb import driver_pb2  # noqa: E402
 from driver.handle import FORMER_OWNERS_TAG, OWNER_TAG, owner_digest  # noqa: E402
+from driver.pb import driver_pb2  # noqa: E402
 from driver.state import DriverState  # noqa: E402
+from tests.support import faultproxy
+from tests.support.aws import AwsHelper
+from tests.support.plugin_calls import (
+    ALLOC_A,
+    ALLOC_B,
+    TASK,
+    FifoReader,
+    arn_of,
+    body,
+    inspect,
+    json_v1_state,
+    launch,
+    recover,
+    reference_state,
+    stop,
+    task_id,
+    wait_req,
+)
 
 ALLOC_C = "cccccccc-1111-2222-3333-444444444444"
 
@@ -225,7 +235,6 @@ def test_failed_recovery_then_forced_destroy_touches_nothing(world, config, plug
 
 def _region_world(world, region, count):
     """A cluster with `count` running tasks in another region of the same moto server."""
-    from tests.conftest import AwsHelper
 
     other = AwsHelper(world.aws.url, region=region)
     ecs, ec2 = other.client("ecs"), other.client("ec2")

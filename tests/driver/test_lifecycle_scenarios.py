@@ -6,107 +6,27 @@ what the plugin answers.
 
 from __future__ import annotations
 
-import sys
-import threading
 import time
-from pathlib import Path
 
-import grpc
 import msgpack
-import pytest
 from google.protobuf.duration_pb2 import Duration
 
-sys.path.insert(0, str(Path(__file__).parent))
-from test_lifecycle_support import FifoReader, world  # noqa: E402,F401
-
 from driver.pb import driver_pb2  # noqa: E402
-from driver.tasks import DriverState  # noqa: E402
-
-ALLOC_A = "aaaaaaaa-1111-2222-3333-444444444444"
-ALLOC_B = "bbbbbbbb-1111-2222-3333-444444444444"
-TASK = "http-server"
-
-
-@pytest.fixture
-def config(world):
-    return {"enabled": True, "cluster": world.cluster, "region": world.aws.region, "endpoint": world.aws.url,
-            "fingerprint_interval": "200ms", "poll_interval": "200ms"}
-
-
-def body(world, revision: int = 1) -> dict:
-    """The job's `config {}` block, as HCL gives it (the host encodes it against the plugin's schema)."""
-    return {"task": {"task_definition": f"{world.family}:{revision}", "launch_type": "FARGATE",
-                     "network_configuration": {"aws_vpc_configuration": {
-                         "assign_public_ip": "ENABLED", "subnets": [world.subnet],
-                         "security_groups": [world.security_group]}}}}
-
-
-def launch(plugin_host, config):
-    host = plugin_host()
-    host.set_config(config)
-    return host
-
-
-def task_id(alloc: str, n: int = 1) -> str:
-    return f"{alloc}/{TASK}/{n:08x}"
-
-
-def wait_req(tid):
-    return driver_pb2.WaitTaskRequest(task_id=tid)
-
-
-def stop(host, tid, signal="", timeout_s=10):
-    host.driver.StopTask(driver_pb2.StopTaskRequest(task_id=tid, timeout=Duration(seconds=timeout_s),
-                                                    signal=signal), timeout=timeout_s + 10)
-
-
-def recover(host, handle, new_id=None, new_alloc=None, stdout_path=""):
-    """RecoverTask as Nomad sends it: the saved handle, its config without msgpack_driver_config."""
-    cfg = driver_pb2.TaskConfig(id=new_id or handle.config.id, name=handle.config.name,
-                                alloc_id=new_alloc or handle.config.alloc_id, stdout_path=stdout_path)
-    h = driver_pb2.TaskHandle(version=handle.version, config=cfg, driver_state=handle.driver_state)
-    host.driver.RecoverTask(driver_pb2.RecoverTaskRequest(handle=h), timeout=10)
-    return cfg.id
-
-
-def inspect(host, tid):
-    return host.driver.InspectTask(driver_pb2.InspectTaskRequest(task_id=tid), timeout=10)
-
-
-def arn_of(handle) -> str:
-    return DriverState.decode(handle.driver_state).task_arn
-
-
-class Events:
-    """A TaskEvents stream read in the background, as the driver manager keeps one open."""
-
-    def __init__(self, host):
-        self.call = host.driver.TaskEvents(driver_pb2.TaskEventsRequest())
-        self.items: list = []
-        self.thread = threading.Thread(target=self._read, daemon=True)
-        self.thread.start()
-        time.sleep(0.5)  # let the plugin subscribe: events published before that are not replayed
-
-    def _read(self):
-        try:
-            for ev in self.call:
-                self.items.append(ev)
-        except grpc.RpcError:
-            pass
-
-    def messages(self, tid=None) -> list[str]:
-        return [e.message for e in list(self.items) if tid is None or e.task_id == tid]
-
-    def wait_for(self, predicate, timeout=10.0):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if any(predicate(m) for m in self.messages()):
-                return
-            time.sleep(0.05)
-        raise AssertionError(f"no matching task event within {timeout}s; got {self.messages()}")
-
-    def close(self):
-        self.call.cancel()
+from tests.support.plugin_calls import (
+    ALLOC_A,
+    ALLOC_B,
+    TASK,
+    Events,
+    FifoReader,
+    arn_of,
+    body,
+    inspect,
+    launch,
+    recover,
+    stop,
+    task_id,
+    wait_req,
+)
 
 
 def test_normal_life_start_monitor_inspect_stop(world, config, plugin_host, tmp_path):

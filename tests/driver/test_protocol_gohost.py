@@ -23,7 +23,6 @@ from driver.pb import base_pb2, driver_pb2
 from driver.tasks import OWNER_TAG
 from ecsdemo.driverctl import cty_msgpack
 from tests.support.plugin_host import PLUGIN_EXE
-from tests.driver.test_lifecycle_support import world  # noqa: F401  (fixture)
 
 GOPATH = Path("/usr/share/gocode")
 SOURCE = Path(__file__).resolve().parent / "gohost"

@@ -6,7 +6,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -16,7 +15,8 @@ import pytest
 from ecsdemo import agents
 from ecsdemo.config import DemoConfig
 from ecsdemo.errors import EcsdemoError
-from tests.ecsdemo.test_lifecycle_support import write_standin_bin
+from tests.support.standin_demo import write_standin_bin
+
 
 def write_agent_configs(cfg: DemoConfig) -> None:
     """Minimal rendered configs of the shape `ecsdemo render` writes (data dirs under the state dir)."""

@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import os
 import socket
-import sys
-from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -14,29 +12,7 @@ from typer.testing import CliRunner
 from ecsdemo import doctor
 from ecsdemo.cli import app
 from ecsdemo.config import DemoConfig
-from ecsdemo.local import free_port
-
-STANDIN = Path(__file__).with_name("standin_agent.py")
-MIRROR = Path("/opt/tf-plugins")
-
-
-def standin_nomad(directory: Path, version: str | None = None, body: str | None = None) -> Path:
-    directory.mkdir(parents=True, exist_ok=True)
-    exe = directory / "nomad"
-    if body is None:
-        env = f"STANDIN_NOMAD_VERSION={version} " if version else ""
-        body = f'exec env {env}"{sys.executable}" "{STANDIN}" "$@"'
-    exe.write_text(f"#!/bin/sh\n{body}\n")
-    exe.chmod(0o755)
-    return exe
-
-
-def free_ports_cfg(tmp_path, **kw) -> DemoConfig:
-    """A config whose agent ports are free right now (never the fixed defaults, which may be busy)."""
-    ports = [free_port() for _ in range(4)]
-    return DemoConfig(state_dir=tmp_path / "state", render_dir=tmp_path / "nomad", server_http_port=ports[0],
-                      server_rpc_port=ports[1], server_serf_port=ports[2], client_http_base=ports[3],
-                      client_http_step=1, clients=1, tf_plugin_dir=MIRROR if MIRROR.is_dir() else None, **kw)
+from tests.support.standin_demo import MIRROR, free_ports_cfg, standin_nomad
 
 
 @pytest.mark.parametrize("version,ok,words", [

@@ -1,5 +1,5 @@
 """`ecsdemo install nomad|terraform` through the real entry point, against release trees the tests generate
-(tests/ecsdemo/releasetree.py) served by a real HTTP server on 127.0.0.1 and as a file:// mirror, signed
+(tests/support/releasetree.py) served by a real HTTP server on 127.0.0.1 and as a file:// mirror, signed
 with keys the tests create. Every fault is one message, exit 1, and nothing in the cache."""
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import pytest
 
 from ecsdemo import releases
 from ecsdemo.errors import EcsdemoError
-from tests.ecsdemo import releasetree as rt
+from tests.support import releasetree as rt
 
 DATA = Path(releases.__file__).parent / "data"
 

@@ -12,8 +12,8 @@ import pytest
 from ecsdemo import binaries, lifecycle, releases
 from ecsdemo.errors import EcsdemoError
 from ecsdemo.progress import RecordingReporter
-from tests.ecsdemo import releasetree as rt
-from tests.ecsdemo.test_doctor import free_ports_cfg, standin_nomad
+from tests.support import releasetree as rt
+from tests.support.standin_demo import free_ports_cfg, standin_nomad
 
 
 @pytest.fixture(scope="module")

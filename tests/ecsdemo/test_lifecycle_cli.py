@@ -17,8 +17,7 @@ from ecsdemo import agents, lifecycle
 from ecsdemo import status as status_view
 from ecsdemo.cli import app
 from ecsdemo.config import DemoConfig
-from tests.ecsdemo.test_lifecycle_support import demo, fast_timing, nomad_demo, wait_for  # noqa: F401
-from tests.fakenomad.fixtures import ecs_demo  # noqa: F401
+from tests.support.standin_demo import fast_timing, wait_for
 
 runner = CliRunner()
 

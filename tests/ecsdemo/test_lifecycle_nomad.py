@@ -10,8 +10,7 @@ import pytest
 
 from ecsdemo import agents, lifecycle
 from ecsdemo.errors import EcsdemoError
-from tests.ecsdemo.test_lifecycle_support import demo, fast_timing, nomad_demo  # noqa: F401
-from tests.fakenomad.fixtures import ecs_demo  # noqa: F401
+from tests.support.standin_demo import fast_timing, outputs_for
 
 
 # --- start_cluster (the Nomad part of `up`) --------------------------------------------------------
@@ -118,7 +117,6 @@ def test_run_when_the_task_fails_to_start_reports_the_driver_error(demo):
     import dataclasses
 
     from ecsdemo import render
-    from tests.ecsdemo.test_lifecycle_support import outputs_for
 
     # a job whose task definition ECS does not know: the plugin's RunTask fails (unrecoverable)
     missing = dataclasses.replace(demo.ecs_demo, task_definition="no-such-family:9")

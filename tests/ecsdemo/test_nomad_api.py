@@ -10,10 +10,23 @@ import pytest
 
 from ecsdemo.errors import EcsdemoError
 from ecsdemo.local import free_port
-from ecsdemo.nomad import (NomadAPIError, NomadClient, NomadUnavailable, decode_driver_state, iter_log_frames,
-                           live_allocation, node_draining, node_ecs_driver, task_arn)
+from ecsdemo.nomad import (
+    NomadAPIError,
+    NomadClient,
+    NomadUnavailable,
+    decode_driver_state,
+    iter_log_frames,
+    live_allocation,
+    node_draining,
+    node_ecs_driver,
+    task_arn,
+)
 from tests.fakenomad import FakeNomad, Timings
-from tests.fakenomad.fixtures import fake_nomad, module_aws, nomad_cluster, shared_aws, shared_ecs_demo  # noqa: F401 - one ECS setup per module
+from tests.support.plugin_calls import json_v1_state, reference_state
+
+# `aws` and `ecs_demo` (tests/support/aws.py): the demo's ECS resources made once for this module (moto's
+# EC2 is slow); each test starts with no running task instead of a wiped moto.
+MOTO_PER_MODULE = True
 
 JOB = "nomad-ecs-demo"
 TASK = "http-server"
@@ -34,7 +47,6 @@ def test_decode_driver_state_reads_every_form_the_plugin_writes_or_recovers():
     from datetime import datetime, timezone
 
     from driver.tasks import DriverState
-    from tests.driver.test_lifecycle_support import json_v1_state, reference_state
 
     def stub(blob: bytes) -> dict:
         return {"TaskStates": {TASK: {"TaskHandle": {"Version": 1, "DriverState": base64.b64encode(blob).decode()}}}}

@@ -7,23 +7,20 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from html.parser import HTMLParser
-
 import types
+from html.parser import HTMLParser
 
 import pytest
 
 from ecsdemo import report as html_report
 from ecsdemo.config import JOB_ID, TASK_NAME
-from ecsdemo.nomad import task_arn
-from ecsdemo.scenarios import runner
-from ecsdemo.scenarios.model import Report, ScenarioResult
-from ecsdemo.nomad import NomadClient
+from ecsdemo.nomad import NomadClient, task_arn
 from ecsdemo.progress import RecordingReporter
+from ecsdemo.scenarios import runner
 from ecsdemo.scenarios.env import Options, ScenarioEnv
-from tests.ecsdemo.test_watch import demo_config, run_job
-from tests.fakenomad.ecs_setup import FAMILY
-from tests.fakenomad.fixtures import ecs_demo, fake_nomad, nomad_cluster  # noqa: F401
+from ecsdemo.scenarios.model import Report, ScenarioResult
+from tests.support.moto_world import FAMILY
+from tests.support.running_demo import demo_config, run_job
 
 
 class Parsed(HTMLParser):

@@ -12,163 +12,20 @@ still rendered by `ecsdemo.render` and parsed by the fake's /v1/jobs/parse).
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import subprocess
 import sys
-import time
-from pathlib import Path
 
 import psutil
 import pytest
 
 from ecsdemo import agents as agents_mod
-from ecsdemo import local
-from ecsdemo.config import JOB_ID, TASK_NAME, DemoConfig
-from ecsdemo.infra import Outputs
-from ecsdemo.nomad import NomadClient, task_arn
+from ecsdemo.config import JOB_ID, TASK_NAME
+from ecsdemo.nomad import task_arn
 from ecsdemo.progress import RecordingReporter
 from ecsdemo.scenarios import runner
-from ecsdemo.scenarios.env import Agents, Options, ScenarioEnv
-from tests.conftest import AwsHelper
-from tests.fakenomad import FakeNomad, PluginRuntime, Timings
-from tests.fakenomad.ecs_setup import FAMILY, create_demo_ecs
-
-FAST = dict(timeout=8.0, sample_interval=0.05, poll_interval=0.05, block_wait=1.0)
-
-
-class StandInAgents(Agents):
-    """The production agent adapter; only `start` is replaced (no nomad binary): it restarts the fake's
-    client for that node, bound to a fresh stand-in process recorded like a real agent."""
-
-    def __init__(self, cfg, demo):
-        super().__init__(cfg)
-        self.demo = demo
-        self.started: list[str] = []
-
-    def start(self, name: str) -> None:
-        self.started.append(name)
-        node_id = self.demo.node_ids[self.demo.names.index(name)]
-        self.demo.record_agent(name)
-        self.demo.fake.restart_node(node_id)
-
-
-class BoundInfra:
-    """Terraform's seam for the update scenario: 'apply' registers the revision with boto3 (as Terraform
-    would) and returns Outputs; the job is rendered by the real `ecsdemo.render`."""
-
-    def __init__(self, cfg, ecs, aws):
-        self.cfg, self.ecs, self.aws = cfg, ecs, aws
-        self.applied: list[str] = []
-
-    def apply(self, variant: str) -> Outputs:
-        self.applied.append(variant)
-        client = self.aws.client("ecs")
-        revs = client.list_task_definitions(familyPrefix=FAMILY)["taskDefinitionArns"]
-        want = revs[-1] if variant == "updated" else revs[0]
-        td = client.describe_task_definition(taskDefinition=want)["taskDefinition"]
-        return Outputs(demo_subnet_id=self.ecs.subnet, demo_security_group_id=self.ecs.security_group,
-                       cluster_name=self.ecs.cluster, region=self.ecs.region, task_definition_family=td["family"],
-                       task_definition_revision=td["revision"], task_definition_arn=td["taskDefinitionArn"],
-                       endpoint=self.ecs.endpoint, task_definition=variant)
-
-    def render_job(self, outputs: Outputs) -> Path:
-        from ecsdemo import render
-
-        return render.render_job(self.cfg, outputs)
-
-
-@dataclasses.dataclass
-class Demo:
-    fake: FakeNomad
-    cfg: DemoConfig
-    ecs: object
-    aws: object
-    names: list
-    node_ids: list
-    procs: dict
-
-    def record_agent(self, name: str) -> int:
-        """Start a stand-in process for agent `name` and record it in agents.json as `up` would."""
-        proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"], start_new_session=True)
-        ps = psutil.Process(proc.pid)
-        deadline = time.monotonic() + 5
-        while not ps.cmdline() and time.monotonic() < deadline:  # /proc/<pid>/cmdline is empty right after exec
-            time.sleep(0.01)
-        agents_mod._record(self.cfg, agents_mod.AgentRecord(
-            name=name, role="client", pid=proc.pid, create_time=ps.create_time(), cmdline=ps.cmdline(),
-            log=str(self.cfg.state.logs / f"{name}.log"), http_addr="", config=""))
-        self.procs[name] = proc
-        return proc.pid
-
-    def env(self, reporter=None, **opts) -> ScenarioEnv:
-        return ScenarioEnv(cfg=self.cfg, nomad=NomadClient(self.fake.address, timeout=5),
-                           reporter=reporter or RecordingReporter(), options=Options(**{**FAST, **opts}),
-                           agents=StandInAgents(self.cfg, self), infra=BoundInfra(self.cfg, self.ecs, self.aws))
-
-    def nomad(self) -> NomadClient:
-        return NomadClient(self.fake.address, timeout=5)
-
-    def running_alloc(self) -> dict:
-        return next(a for a in self.nomad().job_allocations(JOB_ID)
-                    if a["DesiredStatus"] == "run" and a["ClientStatus"] == "running")
-
-    def running_ecs(self) -> list[str]:
-        client = self.aws.client("ecs")
-        arns = client.list_tasks(cluster=self.ecs.cluster, desiredStatus="RUNNING")["taskArns"]
-        if not arns:
-            return []
-        tasks = client.describe_tasks(cluster=self.ecs.cluster, tasks=arns)["tasks"]
-        return [t["taskArn"] for t in tasks if t["lastStatus"] == "RUNNING"]
-
-
-def make_demo(aws, ecs, tmp_path, version="1.6.5", runtime_kw=None, run_job=True, **timings) -> Demo:
-    runtime = PluginRuntime(ecs.endpoint, ecs.cluster, ecs.region, workdir=tmp_path / "plugins", **(runtime_kw or {}))
-    fake = FakeNomad(version=version, timings=Timings.fast(**timings), runtime=runtime).start()
-    cfg = DemoConfig(state_dir=tmp_path / ".ecsdemo", local=True, region=ecs.region, name=ecs.cluster,
-                     render_dir=tmp_path / "nomad", server_http_port=fake.port)
-    cfg.state.ensure()
-    cfg.state.write_json("local.json", {"url": aws.url})
-    demo = Demo(fake=fake, cfg=cfg, ecs=ecs, aws=aws, names=cfg.client_names(), node_ids=[], procs={})
-    for name in demo.names:
-        demo.node_ids.append(fake.add_node(name, pid=demo.record_agent(name)))
-    fake.wait_for(lambda c: all(c.nodes[n]["Status"] == "ready" for n in demo.node_ids), message="nodes ready")
-    api = demo.nomad()
-    api.register_job(api.parse_job(ecs.job_hcl()))
-    if not run_job:
-        return demo
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        running = [a for a in api.job_allocations(JOB_ID) if a["ClientStatus"] == "running" and task_arn(a, TASK_NAME)]
-        if running:
-            break
-        time.sleep(0.05)
-    else:
-        raise AssertionError("the demo job never ran on the fake")
-    return demo
-
-
-def stop_demo(demo: Demo) -> None:
-    demo.fake.stop()
-    demo.fake.runtime.close()   # every plugin process (one per node)
-    for proc in demo.procs.values():
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(5)
-
-
-@pytest.fixture(scope="module")
-def module_aws(moto_url):
-    """The demo's VPC, subnet, security group, cluster and two task definition revisions, made once for
-    this module (creating EC2 resources is the slow part); each test starts with no running task."""
-    with pytest.MonkeyPatch.context() as mp:
-        for k, v in local.LOCAL_CREDENTIALS.items():
-            mp.setenv(k, v)
-        mp.setenv("AWS_DEFAULT_REGION", "us-east-1")
-        mp.delenv("AWS_PROFILE", raising=False)
-        helper = AwsHelper(moto_url)
-        helper.reset()
-        yield helper, create_demo_ecs(helper)
+from tests.support.moto_world import FAMILY
+from tests.support.scenario_demo import FAST, Demo, checks_of, failures, make_demo, stop_demo
 
 
 @pytest.fixture
@@ -192,16 +49,6 @@ def demo_factory(module_aws, tmp_path):
 @pytest.fixture
 def demo(demo_factory) -> Demo:
     return demo_factory()
-
-
-def checks_of(report, scenario: str) -> dict:
-    res = next(r for r in report.results if r.name == scenario)
-    return {c.name: c for c in res.checks}
-
-
-def failures(report) -> list:
-    return [(s, c.name, c.detail) for s, c in report.failed_checks()] + \
-        [(r.name, r.error) for r in report.results if r.error]
 
 
 # --- drain ---------------------------------------------------------------------------------------

@@ -26,10 +26,10 @@ from ecsdemo.progress import RecordingReporter
 from ecsdemo.scenarios import runner
 from ecsdemo.scenarios.env import Options, ScenarioEnv
 from ecsdemo.scenarios.task_exit import REASON
-from tests.conftest import AwsHelper
-from tests.ecsdemo import test_scenario_flows as flows
-from tests.ecsdemo.test_scenario_flows import checks_of, failures, module_aws  # noqa: F401
-from tests.fakenomad.ecs_setup import EcsDemo, create_demo_ecs
+from tests.support import scenario_demo as flows
+from tests.support.aws import AwsHelper
+from tests.support.moto_world import EcsDemo, create_demo_ecs
+from tests.support.scenario_demo import checks_of, failures
 
 POLL = 0.1          # the plugin's poll_interval in these tests (PluginRuntime's "100ms")
 FAST = dict(flows.FAST, timeout=20.0, settle=1.5, driver_poll_interval=POLL)

@@ -23,7 +23,7 @@ import pytest
 from ecsdemo import agents, infra, lifecycle, local
 from ecsdemo import status as status_view
 from ecsdemo.progress import RecordingReporter
-from tests.ecsdemo.test_lifecycle_support import make_config, wait_for
+from tests.support.standin_demo import make_config, wait_for
 
 FAKE_NOMAD = Path(__file__).resolve().parents[1] / "fakenomad" / "bin" / "nomad"
 SCRUBBED = ("AWS_PROFILE", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "NOMAD_ADDR")

@@ -8,7 +8,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 import types
 
 import pytest
@@ -18,35 +17,7 @@ from ecsdemo import local, views
 from ecsdemo.config import JOB_ID, TASK_NAME, DemoConfig
 from ecsdemo.nomad import NomadClient, task_arn
 from ecsdemo.watch import Watcher, diff, task_id
-from tests.fakenomad.fixtures import ecs_demo, fake_nomad, nomad_cluster  # noqa: F401
-
-
-def demo_config(tmp_path, fake, ecs, moto_server) -> DemoConfig:
-    """A saved local-mode demo whose Nomad is `fake` and whose local endpoint is the session's moto server."""
-    cfg = DemoConfig(state_dir=tmp_path / ".ecsdemo", local=True, region=ecs.region, name=ecs.cluster,
-                     render_dir=tmp_path / "nomad", server_http_port=fake.port)
-    cfg.state.ensure()
-    local.record_endpoint(cfg.state, moto_server, tmp_path / "moto.log")
-    cfg.save()
-    return cfg
-
-
-def wait(predicate, timeout: float = 15.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def run_job(fake, ecs) -> tuple[NomadClient, dict]:
-    api = NomadClient(fake.address, timeout=5)
-    api.register_job(api.parse_job(ecs.job_hcl()))
-    alloc = wait(lambda: next((a for a in api.job_allocations(JOB_ID) if a["ClientStatus"] == "running"
-                               and task_arn(a, TASK_NAME)), None), what="the demo job running")
-    return api, alloc
+from tests.support.running_demo import demo_config, run_job, wait
 
 
 def render(renderable, width: int) -> str:

@@ -38,7 +38,7 @@ from driver.pb import base_pb2
 from tests.fakenomad.fake import FakeNomad
 from tests.fakenomad.model import Timings
 from tests.fakenomad.plugin_runtime import AttachedRuntime, ReattachedProcess
-from tests.fakenomad.server import _Base, _err, HttpServer
+from tests.fakenomad.server import HttpServer, _Base, _err
 from tests.fakenomad.wire import NS, parse_go_duration
 from tests.support.plugin_host import PluginHost, agent_start
 

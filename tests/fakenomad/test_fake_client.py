@@ -10,12 +10,15 @@ import pytest
 import requests
 
 from ecsdemo.nomad import task_arn
-from tests.driver.faultproxy import FaultProxy
 from tests.fakenomad import FakeNomad, PluginRuntime, Timings
 from tests.fakenomad.client import api_handle, decode_handle, encode_handle
-from tests.fakenomad.fixtures import add_nodes, module_aws, shared_aws, shared_ecs_demo  # noqa: F401 - one ECS setup per module
 from tests.fakenomad.plugin_runtime import UNREADABLE_STATE
-from tests.fakenomad.test_fake_scenarios import JOB, TASK, api, arn_of, ecs_task, events, healthy_alloc, run_job
+from tests.support.fake_nomad import JOB, TASK, add_nodes, api, arn_of, ecs_task, events, healthy_alloc, run_job
+from tests.support.faultproxy import FaultProxy
+
+# `aws` and `ecs_demo` (tests/support/aws.py): the demo's ECS resources made once for this module (moto's
+# EC2 is slow); each test starts with no running task instead of a wiped moto.
+MOTO_PER_MODULE = True
 
 
 def restarting_job(demo, attempts: int = 1) -> str:

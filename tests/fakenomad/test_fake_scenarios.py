@@ -9,43 +9,11 @@ import sys
 import requests
 
 from tests.fakenomad import FakeNomad, PluginRuntime, Timings
-from tests.fakenomad.fixtures import module_aws, shared_aws, shared_ecs_demo  # noqa: F401 - one ECS setup per module
+from tests.support.fake_nomad import JOB, TASK, api, arn_of, ecs_task, events, healthy_alloc, run_job
 
-JOB = "nomad-ecs-demo"
-TASK = "http-server"
-
-
-def api(fake, path, **params):
-    r = requests.get(fake.address + path, params=params, timeout=5)
-    assert r.status_code == 200, r.text
-    return r.json()
-
-
-def run_job(fake, hcl):
-    job = requests.post(fake.address + "/v1/jobs/parse", json={"JobHCL": hcl, "Canonicalize": True}, timeout=5).json()
-    out = requests.post(fake.address + "/v1/jobs", json={"Job": job}, timeout=5)
-    assert out.status_code == 200, out.text
-    return out.json()
-
-
-def healthy_alloc(fake):
-    return fake.wait_for(lambda c: next((a["ID"] for a in c.allocs.values() if a["DesiredStatus"] == "run"
-                                         and (a.get("DeploymentStatus") or {}).get("Healthy")), None),
-                         message="a healthy alloc")
-
-
-def events(alloc):
-    return [e["Type"] for e in (alloc["TaskStates"][TASK]["Events"] or [])]
-
-
-def ecs_task(aws, demo, arn):
-    return aws.client("ecs").describe_tasks(cluster=demo.cluster, tasks=[arn])["tasks"][0]
-
-
-def arn_of(alloc):
-    from ecsdemo.nomad import task_arn
-    return task_arn(alloc, TASK)
-
+# `aws` and `ecs_demo` (tests/support/aws.py): the demo's ECS resources made once for this module (moto's
+# EC2 is slow); each test starts with no running task instead of a wiped moto.
+MOTO_PER_MODULE = True
 
 def test_job_run_sequence(nomad_cluster, ecs_demo, aws):
     fake = nomad_cluster

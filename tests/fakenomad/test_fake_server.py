@@ -10,10 +10,20 @@ import pytest
 
 from ecsdemo.nomad import NomadClient, node_draining, task_arn
 from tests.fakenomad import FakeNomad, Timings
-from tests.fakenomad.fixtures import module_aws, shared_aws, shared_ecs_demo  # noqa: F401 - one ECS setup per module
-from tests.fakenomad.scripted_client import (TASK, add_node, heartbeat_again, report_dead, report_failed,
-                                             report_running, stop_heartbeats)
+from tests.fakenomad.scripted_client import (
+    TASK,
+    add_node,
+    heartbeat_again,
+    report_dead,
+    report_failed,
+    report_running,
+    stop_heartbeats,
+)
 from tests.fakenomad.wire import NS
+
+# `aws` and `ecs_demo` (tests/support/aws.py): the demo's ECS resources made once for this module (moto's
+# EC2 is slow); each test starts with no running task instead of a wiped moto.
+MOTO_PER_MODULE = True
 
 JOB = "demo"
 GROUP = "g"

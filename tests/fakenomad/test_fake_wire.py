@@ -13,9 +13,12 @@ import pytest
 import requests
 
 from tests.fakenomad import FakeNomad, Timings
-from tests.fakenomad.fixtures import module_aws, shared_aws, shared_ecs_demo  # noqa: F401 - one ECS setup per module
 from tests.fakenomad.scripted_client import add_node, report_running
 from tests.fakenomad.wire import omitempty, parse_go_duration, rfc3339nano
+
+# `aws` and `ecs_demo` (tests/support/aws.py): the demo's ECS resources made once for this module (moto's
+# EC2 is slow); each test starts with no running task instead of a wiped moto.
+MOTO_PER_MODULE = True
 
 JOB = "nomad-ecs-demo"
 TASK = "http-server"

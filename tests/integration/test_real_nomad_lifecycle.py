@@ -18,8 +18,8 @@ import pytest
 
 from ecsdemo import agents, doctor, local
 from ecsdemo.config import DemoConfig
-from tests.ecsdemo.conftest import find_tf_mirror
-from tests.ecsdemo.test_lifecycle_support import free_port_pair
+from tests.support.standin_demo import free_port_pair
+from tests.support.terraform import find_tf_mirror
 
 _nomad = doctor.check_nomad()
 _mirror, _why = find_tf_mirror()

@@ -1,10 +1,12 @@
-"""Fixtures for tests that need a fake Nomad. Reuse them elsewhere with
-`from tests.fakenomad.fixtures import ecs_demo, fake_nomad, nomad_cluster  # noqa: F401`.
+"""The fake Nomad (tests/fakenomad/) in tests, and its HTTP API as tests call it.
 
-`ecs_demo`: the demo's ECS resources on the (reset) moto server. `fake_nomad`: a started FakeNomad
-(fast timings) whose nodes run their tasks through real plugin processes (`fake.runtime`, a PluginRuntime,
+`fake_nomad`: a started FakeNomad (fast timings) whose nodes run their tasks through real plugin processes (`fake.runtime`, a PluginRuntime,
 one plugin per node, all shut down at teardown), with no nodes; `nomad_cluster`: the same with two ready
 client nodes, `nomad-client-1` and `nomad-client-2` (their IDs in `fake.node_ids`), started in parallel.
+Both run on `ecs_demo` (tests/support/moto_world.py).
+
+`run_job(fake, hcl)` parses and registers a job over the HTTP API; `api(fake, path)` GETs a path;
+`healthy_alloc`, `events`, `ecs_task` and `arn_of` read what a scenario left.
 """
 
 from __future__ import annotations
@@ -12,15 +14,44 @@ from __future__ import annotations
 import threading
 
 import pytest
+import requests
 
-from tests.ecsdemo.test_scenario_flows import module_aws  # noqa: F401 - module-scoped ECS resources
+from ecsdemo.nomad import task_arn
 from tests.fakenomad import FakeNomad, PluginRuntime, Timings
-from tests.fakenomad.ecs_setup import create_demo_ecs
+
+JOB = "nomad-ecs-demo"
+TASK = "http-server"
 
 
-@pytest.fixture
-def ecs_demo(aws):
-    return create_demo_ecs(aws)
+def api(fake, path, **params):
+    r = requests.get(fake.address + path, params=params, timeout=5)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def run_job(fake, hcl):
+    job = requests.post(fake.address + "/v1/jobs/parse", json={"JobHCL": hcl, "Canonicalize": True}, timeout=5).json()
+    out = requests.post(fake.address + "/v1/jobs", json={"Job": job}, timeout=5)
+    assert out.status_code == 200, out.text
+    return out.json()
+
+
+def healthy_alloc(fake):
+    return fake.wait_for(lambda c: next((a["ID"] for a in c.allocs.values() if a["DesiredStatus"] == "run"
+                                         and (a.get("DeploymentStatus") or {}).get("Healthy")), None),
+                         message="a healthy alloc")
+
+
+def events(alloc):
+    return [e["Type"] for e in (alloc["TaskStates"][TASK]["Events"] or [])]
+
+
+def ecs_task(aws, demo, arn):
+    return aws.client("ecs").describe_tasks(cluster=demo.cluster, tasks=[arn])["tasks"][0]
+
+
+def arn_of(alloc):
+    return task_arn(alloc, TASK)
 
 
 def add_nodes(fake: FakeNomad, names: list[str], **kw) -> list[str]:
@@ -43,23 +74,6 @@ def add_nodes(fake: FakeNomad, names: list[str], **kw) -> list[str]:
     out = [ids[n] for n in names]
     fake.wait_for(lambda c: all(c.nodes[n]["Status"] == "ready" for n in out), message="nodes ready")
     return out
-
-
-@pytest.fixture(name="aws")
-def shared_aws(module_aws):
-    """Import as `from tests.fakenomad.fixtures import shared_aws, shared_ecs_demo` to override `aws` and
-    `ecs_demo` in a module: the demo's ECS resources are made once per module (moto's EC2 is slow) and each
-    test starts with no running task instead of a wiped moto."""
-    helper, ecs = module_aws
-    client = helper.client("ecs")
-    for arn in client.list_tasks(cluster=ecs.cluster, desiredStatus="RUNNING")["taskArns"]:
-        client.stop_task(cluster=ecs.cluster, task=arn, reason="test cleanup")
-    return helper
-
-
-@pytest.fixture(name="ecs_demo")
-def shared_ecs_demo(aws, module_aws):
-    return module_aws[1]
 
 
 @pytest.fixture

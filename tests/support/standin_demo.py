@@ -1,4 +1,7 @@
-"""Helpers for the lifecycle tests (no tests here): stand-in `nomad` agents bridged to the fake Nomad.
+"""Stand-in `nomad` agents (tests/support/standin_agent.py) and a demo whose agents they are.
+
+`standin_nomad(dir, version)` and `write_standin_bin(dir)` write a `nomad` executable that runs the
+stand-in; `free_ports_cfg(tmp_path)` is a config whose agent ports are free right now.
 
 `Demo` wires one test's world: the session moto server with the demo's ECS resources, a `FakeNomad`
 whose server port is the config's, stand-in agent processes started by ecsdemo itself, and a bridge that
@@ -9,6 +12,7 @@ real renderer from outputs shaped like Terraform's.
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 import threading
@@ -20,10 +24,33 @@ import pytest
 
 from ecsdemo import agents, local, render
 from ecsdemo.config import DemoConfig
-from ecsdemo.infra import Outputs
+from ecsdemo.lifecycle import Timing
+from ecsdemo.outputs import Outputs
 from ecsdemo.progress import RecordingReporter
+from tests.fakenomad import FakeNomad, PluginRuntime, Timings
+from tests.support.moto_world import EcsDemo
 
 STANDIN = Path(__file__).with_name("standin_agent.py")
+MIRROR = Path("/opt/tf-plugins")   # free_ports_cfg's tf_plugin_dir where it exists
+
+
+def standin_nomad(directory: Path, version: str | None = None, body: str | None = None) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    exe = directory / "nomad"
+    if body is None:
+        env = f"STANDIN_NOMAD_VERSION={version} " if version else ""
+        body = f'exec env {env}"{sys.executable}" "{STANDIN}" "$@"'
+    exe.write_text(f"#!/bin/sh\n{body}\n")
+    exe.chmod(0o755)
+    return exe
+
+
+def free_ports_cfg(tmp_path, **kw) -> DemoConfig:
+    """A config whose agent ports are free right now (never the fixed defaults, which may be busy)."""
+    ports = [local.free_port() for _ in range(4)]
+    return DemoConfig(state_dir=tmp_path / "state", render_dir=tmp_path / "nomad", server_http_port=ports[0],
+                      server_rpc_port=ports[1], server_serf_port=ports[2], client_http_base=ports[3],
+                      client_http_step=1, clients=1, tf_plugin_dir=MIRROR if MIRROR.is_dir() else None, **kw)
 
 
 def write_standin_bin(directory: Path) -> Path:
@@ -44,8 +71,6 @@ def dead_pid() -> int:
 
 def free_port_pair() -> int:
     """A port p with p and p+1 free (client 1 and client 2 HTTP ports with step 1)."""
-    import socket
-
     for _ in range(50):
         p = local.free_port()
         try:
@@ -163,14 +188,10 @@ class Demo:
 
 
 def fast_timing():
-    from ecsdemo.lifecycle import Timing
-
     return Timing(ready=10, run=20, stop=10, poll=0.05, block=1, grace=2)
 
 
 def _demo(tmp_path, monkeypatch, ecs_demo, aws):
-    from tests.fakenomad import FakeNomad, PluginRuntime, Timings
-
     monkeypatch.setenv("ECSDEMO_NOMAD_BIN", str(write_standin_bin(tmp_path / "bin")))
     for var in ("STANDIN_IGNORE_TERM", "STANDIN_EXIT_AT_START", "STANDIN_SPAWN_PLUGIN", "STANDIN_ENV_DUMP"):
         monkeypatch.delenv(var, raising=False)
@@ -203,8 +224,6 @@ def demo(tmp_path, aws, ecs_demo, monkeypatch):
 @pytest.fixture
 def nomad_demo(tmp_path, moto_url, monkeypatch):
     """The same without ECS resources (cheaper): for tests that never run a task."""
-    from tests.fakenomad.ecs_setup import EcsDemo
-
     fake_ecs = EcsDemo(endpoint=moto_url, region="us-east-1", cluster=DemoConfig().name, subnet="subnet-0abc",
                        security_group="sg-0abc", task_definition=f"{DemoConfig().name}:1")
     yield from _demo(tmp_path, monkeypatch, fake_ecs, None)

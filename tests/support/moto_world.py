@@ -1,25 +1,118 @@
-"""Helpers for the lifecycle tests (imported by test_domain*.py and test_lifecycle*.py; holds no tests).
+"""Test helpers: the demo's ECS resources on the moto server, and the demo job's HCL.
 
-`make_world(aws)` (and the `world` fixture) creates, in the moto server through boto3, what a demo task
-needs: a cluster of its own, a VPC with DNS hostnames, a subnet, a security group and two revisions of
-an awsvpc/FARGATE task definition whose containers set memory (moto refuses RunTask otherwise). The
-network and task definitions are shared by the tests while the moto server keeps them; each test gets
-its own cluster, so counting a cluster's tasks needs no reset of the shared server.
+`create_demo_ecs(aws)` makes what Terraform would (VPC with DNS hostnames, subnet, security group,
+cluster, a FARGATE task definition with container memory, as moto requires) and returns an `EcsDemo`.
 """
 
 from __future__ import annotations
 
-import os
-import select
-import time
 import uuid
 from dataclasses import dataclass
 
 import msgpack
 import pytest
 
-CLUSTER = "lifecycle-test"
-FAMILY = "lifecycle-demo"
+from ecsdemo import local
+from tests.support.aws import REGION, AwsHelper
+
+CLUSTER = "nomad-remote-driver-demo"
+FAMILY = "nomad-remote-driver-demo"
+
+
+@dataclass
+class EcsDemo:
+    endpoint: str
+    region: str
+    cluster: str
+    subnet: str
+    security_group: str
+    task_definition: str      # "family:1"
+
+    def job_hcl(self, task_definition: str | None = None, job_id: str = "nomad-ecs-demo",
+                group: str = "ecs-remote-task-demo", task: str = "http-server", count: int = 1) -> str:
+        return JOB_TEMPLATE.format(job=job_id, group=group, task=task, count=count,
+                                   td=task_definition or self.task_definition, subnet=self.subnet,
+                                   sg=self.security_group)
+
+
+JOB_TEMPLATE = """job "{job}" {{
+  datacenters = ["dc1"]
+
+  group "{group}" {{
+    count = {count}
+
+    restart {{
+      attempts = 0
+      mode     = "fail"
+    }}
+
+    reschedule {{
+      delay = "5s"
+    }}
+
+    task "{task}" {{
+      driver       = "ecs"
+      kill_timeout = "1m"
+
+      config {{
+        task {{
+          launch_type     = "FARGATE"
+          task_definition = "{td}"
+          network_configuration {{
+            aws_vpc_configuration {{
+              assign_public_ip = "ENABLED"
+              security_groups  = ["{sg}"]
+              subnets          = ["{subnet}"]
+            }}
+          }}
+        }}
+      }}
+    }}
+  }}
+}}
+"""
+
+
+def create_demo_ecs(aws, revisions: int = 2) -> EcsDemo:
+    ec2 = aws.client("ec2")
+    ecs = aws.client("ecs")
+    vpc = ec2.create_vpc(CidrBlock="10.0.0.0/24")["Vpc"]["VpcId"]
+    ec2.modify_vpc_attribute(VpcId=vpc, EnableDnsHostnames={"Value": True})
+    subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.0.0.0/26")["Subnet"]["SubnetId"]
+    sg = ec2.create_security_group(GroupName="demo", Description="demo", VpcId=vpc)["GroupId"]
+    ecs.create_cluster(clusterName=CLUSTER)
+    for _ in range(revisions):
+        ecs.register_task_definition(
+            family=FAMILY, requiresCompatibilities=["FARGATE"], networkMode="awsvpc", cpu="256", memory="512",
+            containerDefinitions=[{"name": FAMILY, "image": "httpd:2.4", "memory": 512, "essential": True}])
+    return EcsDemo(endpoint=aws.url, region=aws.region, cluster=CLUSTER, subnet=subnet, security_group=sg,
+                   task_definition=f"{FAMILY}:1")
+
+
+@pytest.fixture
+def ecs_demo(request, aws):
+    """The demo's ECS resources on the (reset) moto server; in a `MOTO_PER_MODULE` module, the module's."""
+    if getattr(request.module, "MOTO_PER_MODULE", False):
+        return request.getfixturevalue("module_aws")[1]
+    return create_demo_ecs(aws)
+
+
+@pytest.fixture(scope="module")
+def module_aws(moto_url):
+    """The demo's VPC, subnet, security group, cluster and two task definition revisions, made once for
+    this module (creating EC2 resources is the slow part); each test starts with no running task."""
+    with pytest.MonkeyPatch.context() as mp:
+        for k, v in local.LOCAL_CREDENTIALS.items():
+            mp.setenv(k, v)
+        mp.setenv("AWS_DEFAULT_REGION", "us-east-1")
+        mp.delenv("AWS_PROFILE", raising=False)
+        helper = AwsHelper(moto_url)
+        helper.reset()
+        yield helper, create_demo_ecs(helper)
+
+
+WORLD_CLUSTER = "lifecycle-test"
+WORLD_FAMILY = "lifecycle-demo"
 
 
 @dataclass
@@ -86,7 +179,7 @@ def _network(aws) -> tuple[str, str]:
     if cached:
         try:
             ec2.describe_subnets(SubnetIds=[cached[0]])
-            ecs.describe_task_definition(taskDefinition=f"{FAMILY}:2")
+            ecs.describe_task_definition(taskDefinition=f"{WORLD_FAMILY}:2")
             return cached
         except Exception:  # wiped by a reset: make it again
             _networks.pop(aws.url, None)
@@ -97,7 +190,7 @@ def _network(aws) -> tuple[str, str]:
                                    VpcId=vpc)["GroupId"]
     for text in ("base", "updated"):
         ecs.register_task_definition(
-            family=FAMILY, networkMode="awsvpc", requiresCompatibilities=["FARGATE"], cpu="256", memory="512",
+            family=WORLD_FAMILY, networkMode="awsvpc", requiresCompatibilities=["FARGATE"], cpu="256", memory="512",
             containerDefinitions=[{"name": "web", "image": "httpd:2.4", "memory": 128, "essential": True,
                                    "command": [text]}])
     _networks[aws.url] = (subnet, sg)
@@ -107,83 +200,17 @@ def _network(aws) -> tuple[str, str]:
 def make_world(aws, cluster: str | None = None) -> World:
     """A fresh ECS cluster of its own (so tests need no moto reset) on the shared network."""
     subnet, sg = _network(aws)
-    cluster = cluster or f"{CLUSTER}-{uuid.uuid4().hex[:8]}"
+    cluster = cluster or f"{WORLD_CLUSTER}-{uuid.uuid4().hex[:8]}"
     aws.client("ecs").create_cluster(clusterName=cluster)
-    return World(aws=aws, cluster=cluster, subnet=subnet, security_group=sg, family=FAMILY)
+    return World(aws=aws, cluster=cluster, subnet=subnet, security_group=sg, family=WORLD_FAMILY)
 
 
 @pytest.fixture
 def world(moto_url, monkeypatch) -> World:
     """A fresh cluster on the session moto server, with dummy credentials and region in the environment
     (the plugin processes inherit them)."""
-    from ecsdemo import local
-    from tests.conftest import REGION, AwsHelper
-
     for k, v in local.LOCAL_CREDENTIALS.items():
         monkeypatch.setenv(k, v)
     monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
     monkeypatch.delenv("AWS_PROFILE", raising=False)
     return make_world(AwsHelper(moto_url))
-
-
-class FifoReader:
-    """The read end of a task's stdout FIFO, as Nomad's logmon holds it."""
-
-    def __init__(self, path: str, create: bool = True):
-        self.path = path
-        if create:
-            os.mkfifo(path)
-        self.fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-        self.buf = b""
-
-    def read(self) -> str:
-        while True:
-            r, _, _ = select.select([self.fd], [], [], 0)
-            if not r:
-                break
-            chunk = os.read(self.fd, 65536)
-            if not chunk:
-                break
-            self.buf += chunk
-        return self.buf.decode()
-
-    def wait_for(self, text: str, timeout: float = 10.0) -> str:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if text in self.read():
-                return self.buf.decode()
-            time.sleep(0.05)
-        raise AssertionError(f"{text!r} not written to {self.path} within {timeout}s; got:\n{self.read()}")
-
-    def close(self) -> None:
-        os.close(self.fd)
-
-
-# --- driver state in the forms RecoverTask accepts besides its own ----------------------------------
-
-def json_v1_state(arn: str, cluster: str, region: str | None, alloc_id: str = "", task_name: str = "",
-                  started_at: str = "2026-11-30T10:00:00.000000Z") -> bytes:
-    """Our driver's earlier state: UTF-8 JSON, version 1 (as released before the msgpack state)."""
-    import json
-
-    return json.dumps({"v": 1, "cluster": cluster, "region": region, "task_arn": arn, "started_at": started_at,
-                       "alloc_id": alloc_id, "task_name": task_name, "container": "web"},
-                      separators=(",", ":")).encode()
-
-
-def go_time_binary(ts) -> bytes:
-    """A Go time.Time as MarshalBinary (version 1) writes it: seconds since 0001-01-01, nanoseconds, UTC (-1)."""
-    import struct
-
-    secs = int(ts.timestamp()) + 62135596800
-    return struct.pack(">Bqih", 1, secs, ts.microsecond * 1000, -1)
-
-
-def reference_state(arn: str, started_at, task_id: str, alloc_id: str, name: str = "http-server") -> bytes:
-    """hashicorp/nomad-driver-ecs's state as Nomad's msgpack handle writes it: classic msgpack (strings as
-    raw), field names as keys, the time as MarshalBinary bytes (`TimeNotBuiltin`), no cluster, no region."""
-    task_config = {"ID": task_id, "JobName": "nomad-ecs-demo", "TaskGroupName": "ecs-remote-task-demo",
-                   "Name": name, "Namespace": "default", "AllocID": alloc_id, "Env": {}, "Resources": None,
-                   "StdoutPath": f"/alloc/logs/.{name}.stdout.fifo"}
-    return msgpack.packb({"TaskConfig": task_config, "ContainerName": "web", "ARN": arn,
-                          "StartedAt": go_time_binary(started_at)}, use_bin_type=False)
