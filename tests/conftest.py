@@ -5,6 +5,7 @@ tests/support/moto_world.py: `ecs_demo`, `module_aws`, `world` (ECS resources on
 tests/support/fake_nomad.py: `fake_nomad`, `nomad_cluster` (the fake Nomad with real plugin processes).
 tests/support/standin_demo.py: `demo`, `nomad_demo` (a rendered demo whose agents are stand-in processes).
 tests/support/terraform.py: `tf_mirror` (terraform and a local aws provider mirror, or a skip).
+tests/support/markers.py: the `terraform` and `nomad` markers' skips (where the tool is missing).
 
 For the whole session, ecsdemo's binary cache is an empty temporary directory and its release server a
 file:// URL that does not exist: no test sees the user's cached nomad/terraform, and no `up` that finds a
@@ -24,6 +25,7 @@ pytest_plugins = [
     "tests.support.fake_nomad",
     "tests.support.standin_demo",
     "tests.support.terraform",
+    "tests.support.markers",
 ]
 
 

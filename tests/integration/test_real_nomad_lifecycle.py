@@ -16,16 +16,16 @@ import sys
 import psutil
 import pytest
 
-from ecsdemo import agents, doctor, local
+from ecsdemo import agents, local
 from ecsdemo.config import DemoConfig
 from tests.support.standin_demo import free_port_pair
 from tests.support.terraform import find_tf_mirror
 
-_nomad = doctor.check_nomad()
 _mirror, _why = find_tf_mirror()
 pytestmark = [
     pytest.mark.nomad,
-    pytest.mark.skipif(not _nomad.ok, reason=f"needs Nomad 1.1-1.9 on PATH: {_nomad.detail}"),
+    pytest.mark.terraform,
+    pytest.mark.slow,
     pytest.mark.skipif(_mirror is None, reason=_why),
 ]
 

@@ -9,19 +9,12 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 
 import pytest
 
-from ecsdemo import doctor
-
-_nomad = doctor.check_nomad()
-pytestmark = [
-    pytest.mark.skipif(not _nomad.ok, reason=f"needs Nomad 1.1-1.9 on PATH: {_nomad.detail}"),
-    pytest.mark.skipif(shutil.which("terraform") is None, reason="needs the terraform binary on PATH"),
-]
+pytestmark = [pytest.mark.nomad, pytest.mark.terraform, pytest.mark.slow]
 
 STEP_TIMEOUT = 900   # up (terraform apply + agents) is the slowest step
 
