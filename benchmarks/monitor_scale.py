@@ -4,7 +4,7 @@
     python benchmarks/monitor_scale.py --tasks 50 --poll-interval 1
 
 For each N it starts its own moto server (ecsdemo.local) behind a counting HTTP proxy, launches one
-plugin process the way Nomad does (ecsdemo.driverctl), starts N tasks through StartTask, then measures:
+plugin process the way Nomad does (ecsdemo.pluginclient), starts N tasks through StartTask, then measures:
 
 * describe_calls_per_cycle: DescribeTasks requests per poll cycle seen at the proxy (the most in any
   cycle while idle; target <= ceil(N/100));
@@ -32,8 +32,8 @@ import boto3
 import psutil
 
 from driver.pb import driver_pb2
-from driver.tasks import DriverState
-from ecsdemo import driverctl, local
+from driver.state import DriverState
+from ecsdemo import cty, local, pluginclient
 from tests.support.faultproxy import FaultProxy
 from tests.support.moto_world import make_world
 
@@ -84,11 +84,11 @@ def run_one(n: int, poll: float, sample: int, idle_cycles: int, workdir: Path) -
         aws = Aws(moto.url)
         world = make_world(aws)
         env = dict(os.environ, **local.LOCAL_CREDENTIALS, AWS_EC2_METADATA_DISABLED="true")
-        plugin = driverctl.PluginProcess([str(PLUGIN_EXE)], workdir / f"plugin-{n}.stderr", env=env)
+        plugin = pluginclient.PluginProcess([str(PLUGIN_EXE)], workdir / f"plugin-{n}.stderr", env=env)
         plugin.start(timeout=60)
         plugin.set_config({"enabled": True, "cluster": world.cluster, "region": aws.region, "endpoint": proxy.url,
                            "poll_interval": f"{poll}s", "fingerprint_interval": "1h", "log_level": "warn"})
-        body = driverctl.cty_msgpack(plugin.driver.TaskConfigSchema(driver_pb2.TaskConfigSchemaRequest()).spec,
+        body = cty.cty_msgpack(plugin.driver.TaskConfigSchema(driver_pb2.TaskConfigSchemaRequest()).spec,
                                      {"task": {"task_definition": f"{world.family}:1", "launch_type": "FARGATE",
                                                "network_configuration": {"aws_vpc_configuration": {
                                                    "subnets": [world.subnet],

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pytest
 
+from driver.handle import OWNER_TAG
 from driver.pb import base_pb2, driver_pb2
-from driver.tasks import OWNER_TAG
-from ecsdemo.driverctl import cty_msgpack
+from ecsdemo.cty import cty_msgpack
 from tests.support.plugin_host import PLUGIN_EXE
 
 GOPATH = Path("/usr/share/gocode")
@@ -57,9 +57,10 @@ def test_go_plugin_host_handshakes_pings_calls_and_kills(gohost):
     base = "/hashicorp.nomad.plugins.base.proto.BasePlugin/"
     schema_bytes = base_pb2.ConfigSchemaRequest().SerializeToString()
     # The config is encoded against the schema the plugin declares, as Nomad does.
-    from driver.schema import CONFIG, to_proto
+    from driver.declaration import CONFIG
+    from driver.servicer import hclspec_proto
 
-    config = cty_msgpack(to_proto(CONFIG), {"enabled": False, "log_level": "debug"})
+    config = cty_msgpack(hclspec_proto(CONFIG), {"enabled": False, "log_level": "debug"})
     set_config = base_pb2.SetConfigRequest(msgpack_config=config, plugin_api_version="v0.1.0").SerializeToString()
     results, host_log = run_gohost(gohost, [
         (base + "PluginInfo", base_pb2.PluginInfoRequest().SerializeToString()),
@@ -160,11 +161,12 @@ BASE = "/hashicorp.nomad.plugins.base.proto.BasePlugin/"
 
 
 def _configure(gh: GoHost, inst: str, config: dict) -> None:
-    from driver.schema import CONFIG, to_proto
+    from driver.declaration import CONFIG
+    from driver.servicer import hclspec_proto
 
     gh.launch(inst)
     gh.call(inst, BASE + "SetConfig", base_pb2.SetConfigRequest(
-        msgpack_config=cty_msgpack(to_proto(CONFIG), config), plugin_api_version="v0.1.0"))
+        msgpack_config=cty_msgpack(hclspec_proto(CONFIG), config), plugin_api_version="v0.1.0"))
 
 
 @pytest.mark.slow
@@ -177,7 +179,8 @@ def test_go_plugin_host_stale_restore_never_stops_the_replacements_task(gohost, 
     lost-node: A's plugin is SIGKILLed; B recovers; A's client returns (Nomad 1.1-1.5: still "running"
     locally): RecoverTask, WaitTask, then a normal StopTask and DestroyTask(force).
     The ECS task must stay RUNNING and B's WaitTask open; B's own normal stop still stops it."""
-    from driver.schema import TASK_CONFIG, to_proto
+    from driver.declaration import TASK_CONFIG
+    from driver.servicer import hclspec_proto
 
     config = {"enabled": True, "cluster": world.cluster, "region": world.aws.region, "endpoint": world.aws.url,
               "fingerprint_interval": "200ms", "poll_interval": "200ms"}
@@ -190,7 +193,7 @@ def test_go_plugin_host_stale_restore_never_stops_the_replacements_task(gohost, 
     try:
         _configure(gh, "a", config)
         cfg1 = driver_pb2.TaskConfig(id=id1, name="http-server", alloc_id=alloc_a,
-                                     msgpack_driver_config=cty_msgpack(to_proto(TASK_CONFIG), body))
+                                     msgpack_driver_config=cty_msgpack(hclspec_proto(TASK_CONFIG), body))
         handle = gh.call("a", DRIVER + "StartTask", driver_pb2.StartTaskRequest(task=cfg1),
                          driver_pb2.StartTaskResponse).handle
         (running,) = world.tasks("RUNNING")

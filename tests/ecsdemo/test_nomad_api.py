@@ -46,7 +46,7 @@ def _run_job(fake, demo, client=None):
 def test_decode_driver_state_reads_every_form_the_plugin_writes_or_recovers():
     from datetime import datetime, timezone
 
-    from driver.tasks import DriverState
+    from driver.state import DriverState
 
     def stub(blob: bytes) -> dict:
         return {"TaskStates": {TASK: {"TaskHandle": {"Version": 1, "DriverState": base64.b64encode(blob).decode()}}}}
@@ -215,7 +215,7 @@ def test_wait_job_allocations_is_a_real_blocking_query(nomad_cluster, ecs_demo):
     assert req.query["wait"] == "2s" and req.query["index"] == "0"
     # nothing changes: it blocks about `wait`, then returns the same index
     started = time.monotonic()
-    _, same = client.wait_job_allocations(JOB, index, wait=1)
+    _, same = client.wait_job_allocations(JOB, index, wait_s=1)
     assert time.monotonic() - started >= 0.9 and same == index
     # a change wakes it early
     threading.Timer(0.3, client.stop_job, args=(JOB,)).start()
