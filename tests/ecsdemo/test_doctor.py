@@ -53,11 +53,9 @@ def test_nomad_missing_or_broken(tmp_path, monkeypatch):
 
 
 @pytest.mark.skipif(not MIRROR.is_dir(), reason="no terraform provider mirror at /opt/tf-plugins")
+@pytest.mark.terraform
+@pytest.mark.slow
 def test_terraform_and_provider_mirror(tmp_path):
-    import shutil
-
-    if shutil.which("terraform") is None:
-        pytest.skip("terraform is not on PATH")
     checks = doctor.check_terraform(free_ports_cfg(tmp_path))
     assert [c.name for c in checks] == ["terraform", "aws provider"]
     assert all(c.ok for c in checks), checks

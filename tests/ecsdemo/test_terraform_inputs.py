@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from pathlib import Path
 
 import pytest
@@ -128,9 +127,9 @@ def test_too_old_terraform_is_refused(tmp_path, monkeypatch):
     assert cfg.state.read_json(local.LOCAL_FILE) is None
 
 
+@pytest.mark.terraform
+@pytest.mark.slow
 def test_mirror_that_is_not_a_directory(tmp_path):
-    if shutil.which("terraform") is None:
-        pytest.skip("the terraform binary is not on PATH")
     cfg = DemoConfig(state_dir=tmp_path / "st", local=True, tf_plugin_dir=tmp_path / "no-mirror")
     with pytest.raises(EcsdemoError, match="provider mirror .*no-mirror is not a directory"):
         infra.apply(cfg, RecordingReporter())
@@ -144,9 +143,9 @@ def test_cli_config_names_the_mirror_or_nothing(tmp_path):
     assert "provider_installation" not in terraform.cli_config_text(None)
 
 
+@pytest.mark.terraform
+@pytest.mark.slow
 def test_terraforms_own_error_text_reaches_the_user(tmp_path):
-    if shutil.which("terraform") is None:
-        pytest.skip("the terraform binary is not on PATH")
     work = tmp_path / "work"
     work.mkdir()
     (work / "main.tf").write_text('resource "aws_vpc" "x" {\n  cidr_block = \n}\n')
@@ -256,9 +255,9 @@ def test_destroy_after_the_local_endpoint_was_replaced_needs_no_terraform(tmp_pa
     assert state.read_json(INFRA_FILE) is None
 
 
+@pytest.mark.terraform
+@pytest.mark.slow
 def test_corrupt_terraform_state_is_named(tmp_path):
-    if shutil.which("terraform") is None:
-        pytest.skip("the terraform binary is not on PATH")
     work = tmp_path / "work"
     work.mkdir()
     (work / "terraform.tfstate").write_text("{truncated")
