@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -22,11 +23,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterator
 
+import hcl2
 import psutil
 
-from ecsdemo import binaries, procs
-from ecsdemo.config import DemoConfig
+from ecsdemo import aws, binaries, procs, render
+from ecsdemo.config import PLUGIN_NAME, DemoConfig
 from ecsdemo.errors import EcsdemoError
+from ecsdemo.local import LOCAL_CREDENTIALS
 
 AGENTS_FILE = "agents.json"
 SERVER = "nomad-server"
@@ -85,9 +88,6 @@ def agent_env(cfg: DemoConfig, endpoint: str | None = None) -> dict[str, str]:
     """
     env = dict(os.environ)
     if cfg.local:
-        from ecsdemo import aws
-        from ecsdemo.local import LOCAL_CREDENTIALS
-
         for var in CREDENTIAL_VARS:
             env.pop(var, None)
         env.update(LOCAL_CREDENTIALS)
@@ -108,8 +108,6 @@ def agent_names(cfg: DemoConfig) -> list[str]:
 
 
 def _read_hcl(path: Path) -> dict:
-    import hcl2
-
     try:
         with open(path) as fh:
             return hcl2.load(fh, serialization_options=hcl2.SerializationOptions(
@@ -121,8 +119,6 @@ def _read_hcl(path: Path) -> dict:
 
 def agent_spec(cfg: DemoConfig, name: str) -> AgentSpec:
     """Where the agent `name`'s rendered config is, and what it says (http address, data dir)."""
-    from ecsdemo import render
-
     if name == SERVER:
         role, config, port = "server", render.server_config_path(cfg), cfg.server_http_port
     elif name in cfg.client_names():
@@ -232,7 +228,8 @@ def start_agent(cfg: DemoConfig, name: str, env: dict[str, str] | None = None) -
     state = cfg.state.ensure()
     log_path = state.logs / f"{name}.log"
     with open(log_path, "ab") as log, _no_interrupt():
-        log.write(f"--- ecsdemo: starting {name}: {' '.join(argv)} at {time.strftime('%Y-%m-%dT%H:%M:%S%z')}\n".encode())
+        started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        log.write(f"--- ecsdemo: starting {name}: {' '.join(argv)} at {started}\n".encode())
         log.flush()
         try:
             proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
@@ -269,12 +266,11 @@ def _group_leftovers(rec: AgentRecord, only_plugins: bool) -> list[psutil.Proces
     Called right after the agent itself was seen alive, the group id cannot have been reused (members keep
     it alive). When the agent was already gone, `only_plugins` restricts this to the driver plugin.
     """
-    from ecsdemo.config import PLUGIN_NAME
-
     out = []
     for proc in psutil.process_iter(["pid", "create_time"]):
         try:
-            if proc.pid in (os.getpid(), rec.pid) or proc.info["create_time"] + procs.START_TIME_TOLERANCE < rec.create_time:
+            older = proc.info["create_time"] + procs.START_TIME_TOLERANCE < rec.create_time
+            if proc.pid in (os.getpid(), rec.pid) or older:
                 continue
             if os.getpgid(proc.pid) != rec.pid or proc.status() == psutil.STATUS_ZOMBIE:
                 continue
@@ -350,8 +346,6 @@ def kill_agent(cfg: DemoConfig, name: str, sig: int = signal.SIGKILL) -> AgentRe
 
 def remove_data_dirs(cfg: DemoConfig, records: dict[str, AgentRecord] | None = None) -> list[Path]:
     """Delete agent data directories that lie inside the state directory (never anything outside it)."""
-    import shutil
-
     dirs: set[Path] = set()
     for rec in (records or {}).values():
         if rec.data_dir:

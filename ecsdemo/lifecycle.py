@@ -7,17 +7,19 @@ started is recorded before anything waits on it, so `teardown` can clean up afte
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, TypeVar
 
-from ecsdemo import agents, aws, doctor
-from ecsdemo.status import node_summary
+from ecsdemo import agents, aws, binaries, doctor, driverctl, infra, local, render
 from ecsdemo.config import GROUP_NAME, JOB_ID, TASK_NAME, DemoConfig
 from ecsdemo.errors import EcsdemoError
+from ecsdemo.nomad import NomadClient, NomadError, node_ecs_driver, task_arn
 from ecsdemo.progress import Reporter
-from ecsdemo.state import StateDir
+from ecsdemo.status import node_summary
+from ecsdemo.waiting import wait_until
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -32,77 +34,29 @@ class Timing:
     grace: float = 10.0       # SIGTERM -> SIGKILL for agents
 
 
-# --- configuration --------------------------------------------------------------------------------
-def resolve_config(state_dir: Path | str | None, *, local: bool | None = None, region: str | None = None,
-                   clients: int | None = None, tf_plugin_dir: Path | None = None) -> DemoConfig:
-    """The demo's config: the one `up` saved in the state directory, with the given flags applied; a new
-    one from the flags when none was saved. Switching mode or region under live infrastructure is refused."""
-    state = StateDir(state_dir)
-    saved = DemoConfig.load(state)
-    if saved is None:
-        kwargs: dict[str, Any] = {"state_dir": state.root, "local": bool(local)}
-        if region is not None:
-            kwargs["region"] = region
-        if clients is not None:
-            kwargs["clients"] = clients
-        if tf_plugin_dir is not None:
-            kwargs["tf_plugin_dir"] = tf_plugin_dir
-        return DemoConfig(**kwargs)
-    cfg = saved
-    cfg.state_dir = state.root
-    live = _has_live_parts(cfg)
-    if local is not None and local != cfg.local:
-        if live:
-            raise EcsdemoError(f"the demo in {state.root} runs {'locally' if cfg.local else 'on AWS'}; "
-                               f"cannot switch to {'--local' if local else '--aws'} under it",
-                               hint="run `ecsdemo teardown` first, or use another --state-dir")
-        cfg.local = local
-    if region is not None and region != cfg.region:
-        if live:
-            raise EcsdemoError(f"the demo in {state.root} is in region {cfg.region}, not {region}",
-                               hint="run `ecsdemo teardown` first, or use another --state-dir")
-        cfg.region = region
-    if clients is not None and clients != cfg.clients:
-        running = [n for n in agents.load(cfg) if agents.is_running(cfg, n)]
-        if running:
-            raise EcsdemoError(f"the demo runs {cfg.clients} client(s); stop it before changing --clients",
-                               hint="run `ecsdemo teardown --keep-infra`, then `ecsdemo up --clients N`")
-        cfg.clients = clients
-    if tf_plugin_dir is not None:
-        cfg.tf_plugin_dir = Path(tf_plugin_dir)
-    cfg.validate()
-    return cfg
-
-
-def load_config(state_dir: Path | str | None) -> DemoConfig:
-    """The config `up` saved; a clear error when there is none."""
-    state = StateDir(state_dir)
-    cfg = DemoConfig.load(state)
-    if cfg is None:
-        raise EcsdemoError(f"no demo found in {state.root}", hint="run `ecsdemo up --local` (or `ecsdemo up`) first")
-    cfg.state_dir = state.root
-    return cfg
-
-
-def _has_live_parts(cfg: DemoConfig) -> bool:
-    from ecsdemo import infra
-
-    return (any(agents.status(r) == "running" for r in agents.load(cfg).values())
-            or infra.outputs(cfg) is not None
-            or cfg.state.read_json("local.json") is not None)
-
-
-# --- Nomad access ---------------------------------------------------------------------------------
-def nomad_client(address: str, timeout: float = 10.0):
-    from ecsdemo.nomad import NomadClient
-
+# --- Nomad access and waiting ---------------------------------------------------------------------
+def nomad_client(address: str, timeout: float = 10.0) -> NomadClient:
     return NomadClient(address, timeout=timeout)
 
 
-def _nomad_errors() -> tuple[type[BaseException], ...]:
-    from ecsdemo.nomad import NomadAPIError, NomadUnavailable
+class _TimedOut(EcsdemoError):
+    """`wait_until` ran out of time in `_wait`, which re-raises it as the error its caller words."""
 
-    return (NomadUnavailable, NomadAPIError)
+
+def _wait(what: str, fetch: Callable[[float], T], done: Callable[[T], bool], timeout: float, interval: float,
+          timed_out: Callable[[T], EcsdemoError]) -> T:
+    """`ecsdemo.waiting.wait_until`, with the timeout error each wait of `up`, `run` and `teardown` has always
+    given: `timed_out(the last value fetched)`."""
+    last: list[T] = []
+
+    def keep(value: T) -> str:
+        last.append(value)
+        return ""
+
+    try:
+        return wait_until(what, fetch, done, timeout, explain=keep, interval=interval, error=_TimedOut)
+    except _TimedOut:
+        raise timed_out(last[-1]) from None
 
 
 # --- up -------------------------------------------------------------------------------------------
@@ -133,8 +87,6 @@ class BinaryPolicy:
 def ensure_binaries(reporter: Reporter, policy: BinaryPolicy | None = None) -> dict[str, str | None]:
     """Find nomad and terraform (env, PATH, ecsdemo cache); install the missing ones unless told not to.
     Returns {product: path or None}; what is still missing is then named by the prerequisite checks."""
-    from ecsdemo import binaries
-
     policy = policy or BinaryPolicy()
     return {product: binaries.ensure(product, reporter, install=policy.install, releases_url=policy.releases_url,
                                      releases_key=policy.releases_key, on_bytes=policy.on_bytes).path
@@ -144,8 +96,6 @@ def ensure_binaries(reporter: Reporter, policy: BinaryPolicy | None = None) -> d
 def up(cfg: DemoConfig, reporter: Reporter, timing: Timing | None = None,
        binaries: BinaryPolicy | None = None) -> UpResult:
     """binaries -> doctor -> (local endpoint) -> Terraform -> render -> plugin -> agents -> wait until ready."""
-    from ecsdemo import infra
-
     policy = binaries or BinaryPolicy()
     ensure_binaries(reporter, policy)
     warnings = check_prerequisites(cfg, reporter)
@@ -153,8 +103,6 @@ def up(cfg: DemoConfig, reporter: Reporter, timing: Timing | None = None,
     cfg.save()   # first: whatever happens next, `teardown` knows which demo this is
     endpoint = None
     if cfg.local:
-        from ecsdemo import local
-
         endpoint = local.ensure_local_endpoint(cfg.state, reporter)
     outputs = infra.apply(cfg, reporter)
     prepare_nomad_files(cfg, outputs, endpoint, reporter)
@@ -181,8 +129,6 @@ def check_prerequisites(cfg: DemoConfig, reporter: Reporter, auto_install: bool 
 
 def prepare_nomad_files(cfg: DemoConfig, outputs: Any, endpoint: str | None, reporter: Reporter) -> list[Path]:
     """Render the agent configs and the job, and install the plugin launcher."""
-    from ecsdemo import driverctl, render
-
     with reporter.step("Rendering the Nomad configs and job"):
         paths = render.render_all(cfg, outputs, endpoint)
         reporter.info(f"wrote {len(paths)} files in {cfg.render_dir}")
@@ -216,8 +162,6 @@ def start_cluster(cfg: DemoConfig, reporter: Reporter, endpoint: str | None = No
 
 
 def job_file(cfg: DemoConfig) -> Path:
-    from ecsdemo import render
-
     return render.job_path(cfg)
 
 
@@ -239,68 +183,67 @@ def _alive_or_raise(cfg: DemoConfig, recs: list[agents.AgentRecord]) -> None:
                                hint=f"full log: {rec.log}; `ecsdemo teardown` cleans up")
 
 
-def _poll(what: str, timeout: float, interval: float, probe: Callable[[], Any],
-          recs: list[agents.AgentRecord], cfg: DemoConfig) -> Any:
-    """Call `probe` until it returns something truthy; (last reason) when it returns a string starting with '!'."""
-    deadline = time.monotonic() + timeout
-    reason = "no answer yet"
-    errors = _nomad_errors()
-    while True:
+def _poll(what: str, timing: Timing, probe: Callable[[], T], done: Callable[[T], bool],
+          explain: Callable[[T], str], recs: list[agents.AgentRecord], cfg: DemoConfig) -> T:
+    """Call `probe` until `done(value)`; return that value. `explain(value)` says why a value is not it (yet).
+
+    Every round first checks that the agents `recs` still run: one that exited ends the wait at once, with
+    the end of its log. A Nomad error is a reason to ask again (and the reason given on timeout).
+    """
+    def look(_max_block: float) -> T | NomadError:
         _alive_or_raise(cfg, recs)
         try:
-            result = probe()
-        except errors as exc:
-            result, reason = None, str(exc)
-        if isinstance(result, str) and result.startswith("!"):
-            reason, result = result[1:], None
-        if result:
-            return result
-        if time.monotonic() >= deadline:
-            raise EcsdemoError(f"timed out after {timeout:.0f}s waiting for {what}: {reason}",
-                               hint=f"agent logs are in {cfg.state.logs}; `ecsdemo teardown` cleans up")
-        time.sleep(interval)
+            return probe()
+        except NomadError as exc:
+            return exc
+
+    def why(value: T | NomadError) -> str:
+        return str(value) if isinstance(value, NomadError) else explain(value)
+
+    def timed_out(value: T | NomadError) -> EcsdemoError:
+        return EcsdemoError(f"timed out after {timing.ready:.0f}s waiting for {what}: {why(value)}",
+                            hint=f"agent logs are in {cfg.state.logs}; `ecsdemo teardown` cleans up")
+
+    return _wait(what, look, lambda value: not isinstance(value, NomadError) and done(value), timing.ready,
+                 timing.poll, timed_out)
 
 
 def _wait_leader(cfg: DemoConfig, server: agents.AgentRecord, timing: Timing) -> None:
     api = nomad_client(server.http_addr, timeout=timing.block)
-
-    def probe():
-        return api.leader() or "!no cluster leader yet"
-
-    _poll("the Nomad server to elect a leader", timing.ready, timing.poll, probe, [server], cfg)
+    _poll("the Nomad server to elect a leader", timing, api.leader, bool,
+          lambda _leader: "no cluster leader yet", [server], cfg)
 
 
 def _wait_client(cfg: DemoConfig, rec: agents.AgentRecord, timing: Timing) -> None:
-    from ecsdemo.nomad import NomadClient
+    _poll(f"{rec.name} to join the server", timing,
+          lambda: NomadClient.client_node_id(rec.http_addr, timeout=timing.block), bool,
+          lambda _node_id: f"{rec.name} has no node yet", [rec], cfg)
 
-    def probe():
-        return NomadClient.client_node_id(rec.http_addr, timeout=timing.block) or f"!{rec.name} has no node yet"
 
-    _poll(f"{rec.name} to join the server", timing.ready, timing.poll, probe, [rec], cfg)
+def _node_problems(nodes: dict[str, dict], wanted: list[str]) -> list[str]:
+    """What keeps the wanted clients (by name) from being ready nodes with a healthy ecs driver."""
+    problems = []
+    for name in wanted:
+        node = nodes.get(name)
+        if node is None:
+            problems.append(f"{name} not registered")
+            continue
+        if node.get("Status") != "ready":
+            problems.append(f"{name} is {node.get('Status')}")
+        detected, healthy, description = node_ecs_driver(node)
+        if not (detected and healthy):
+            problems.append(f"{name} ecs driver: {description or 'not detected yet'}")
+    return problems
 
 
 def _wait_nodes(cfg: DemoConfig, recs: list[agents.AgentRecord], timing: Timing) -> list[dict]:
     api = nomad_client(recs[0].http_addr, timeout=timing.block)
     wanted = cfg.client_names()
-
-    def probe():
-        nodes = {n.get("Name"): n for n in api.nodes()}
-        problems = []
-        for name in wanted:
-            node = nodes.get(name)
-            if node is None:
-                problems.append(f"{name} not registered")
-                continue
-            if node.get("Status") != "ready":
-                problems.append(f"{name} is {node.get('Status')}")
-            detected, healthy, description = api.node_ecs_driver(node)
-            if not (detected and healthy):
-                problems.append(f"{name} ecs driver: {description or 'not detected yet'}")
-        if problems:
-            return "!" + "; ".join(problems)
-        return [node_summary(nodes[n]) for n in wanted]
-
-    return _poll("the clients and their ecs driver", timing.ready, timing.poll, probe, recs, cfg)
+    nodes = _poll("the clients and their ecs driver", timing,
+                  lambda: {n.get("Name"): n for n in api.nodes()},
+                  lambda nodes: not _node_problems(nodes, wanted),
+                  lambda nodes: "; ".join(_node_problems(nodes, wanted)), recs, cfg)
+    return [node_summary(nodes[n]) for n in wanted]
 
 
 # --- run ------------------------------------------------------------------------------------------
@@ -323,7 +266,6 @@ def run(cfg: DemoConfig, reporter: Reporter, timing: Timing | None = None, ecs_c
     if not path.is_file():
         raise EcsdemoError(f"the rendered job {path} is missing", hint="run `ecsdemo up` first")
     api = nomad_client(cfg.server_address, timeout=timing.block)
-    errors = _nomad_errors()
     try:
         with reporter.step(f"Submitting {path.name}"):
             job = api.parse_job(path.read_text())
@@ -334,11 +276,11 @@ def run(cfg: DemoConfig, reporter: Reporter, timing: Timing | None = None, ecs_c
             _check_placement(api, eval_id, timing)
         with reporter.step("Waiting for the allocation to run its ECS task"):
             alloc, arn = _wait_running_alloc(api, timing)
-    except errors as exc:
+    except NomadError as exc:
         raise EcsdemoError(f"submitting the job failed: {exc.message}",
                            hint=exc.hint or "is the demo up? `ecsdemo status` shows the agents") from exc
     with reporter.step("Waiting for the ECS task to be RUNNING"):
-        _wait_ecs_running(cfg, arn, timing, ecs_client)
+        aws.wait_running(cfg, arn, timing.run, interval=timing.poll, client=ecs_client)
     return RunResult(alloc_id=alloc["ID"], node=alloc.get("NodeName", ""), task_arn=arn, eval_id=eval_id)
 
 
@@ -361,23 +303,19 @@ def placement_failure(evaluation: dict) -> str | None:
 def _check_placement(api: Any, eval_id: str, timing: Timing) -> None:
     if not eval_id:
         return
-    deadline = time.monotonic() + timing.run
-    while True:
-        ev = api.evaluation(eval_id) or {}
-        status = ev.get("Status")
-        if status in ("complete", "failed", "canceled"):
-            reason = placement_failure(ev)
-            if reason:
-                raise EcsdemoError(f"Nomad could not place the job: {reason}",
-                                   hint="`ecsdemo status` shows each node's ecs driver health; "
-                                        "`missing drivers` means no client has a healthy ecs driver")
-            if status != "complete":
-                raise EcsdemoError(f"Nomad's evaluation {eval_id} ended {status}: "
-                                   f"{ev.get('StatusDescription') or 'no description'}")
-            return
-        if time.monotonic() >= deadline:
-            raise EcsdemoError(f"Nomad did not evaluate the job within {timing.run:.0f}s (evaluation {status})")
-        time.sleep(timing.poll)
+    ev = _wait("Nomad did not evaluate the job", lambda _max_block: api.evaluation(eval_id) or {},
+               lambda ev: ev.get("Status") in ("complete", "failed", "canceled"), timing.run, timing.poll,
+               lambda ev: EcsdemoError(f"Nomad did not evaluate the job within {timing.run:.0f}s "
+                                       f"(evaluation {ev.get('Status')})"))
+    status = ev.get("Status")
+    reason = placement_failure(ev)
+    if reason:
+        raise EcsdemoError(f"Nomad could not place the job: {reason}",
+                           hint="`ecsdemo status` shows each node's ecs driver health; "
+                                "`missing drivers` means no client has a healthy ecs driver")
+    if status != "complete":
+        raise EcsdemoError(f"Nomad's evaluation {eval_id} ended {status}: "
+                           f"{ev.get('StatusDescription') or 'no description'}")
 
 
 def _alloc_failure(alloc: dict) -> str | None:
@@ -390,45 +328,49 @@ def _alloc_failure(alloc: dict) -> str | None:
     return f"allocation {alloc['ID'][:8]} {alloc.get('ClientStatus')}: {detail}"
 
 
+def _live_allocations(allocs: list[dict]) -> list[dict]:
+    """The allocations Nomad wants running, newest first."""
+    live = [a for a in allocs if a.get("DesiredStatus") == "run"]
+    return sorted(live, key=lambda a: a.get("CreateIndex", 0), reverse=True)
+
+
+def _running_alloc(allocs: list[dict]) -> tuple[dict, str] | None:
+    """The newest live allocation that runs its ECS task, with the task's ARN; None while none does.
+    Raises when the allocation failed to start (with the driver's own words)."""
+    live = _live_allocations(allocs)
+    for alloc in live:
+        arn = task_arn(alloc, TASK_NAME)
+        if alloc.get("ClientStatus") == "running" and arn:
+            return alloc, arn
+        failure = _alloc_failure(alloc)
+        if failure:
+            raise EcsdemoError(f"the demo task failed to start: {failure}",
+                               hint="`ecsdemo logs` and the client agent logs in the state directory have details")
+    if not live:
+        failed = [a for a in allocs if _alloc_failure(a)]
+        if failed:
+            raise EcsdemoError(f"the demo task failed to start: {_alloc_failure(failed[-1])}")
+    return None
+
+
 def _wait_running_alloc(api: Any, timing: Timing) -> tuple[dict, str]:
-    deadline = time.monotonic() + timing.run
+    """Blocking queries on the job's allocations until one runs its ECS task."""
     index = 0
-    last = "no allocation yet"
-    while True:
-        allocs, index = api.wait_job_allocations(JOB_ID, index=index, wait=min(timing.block, max(timing.run, 1)))
-        live = [a for a in allocs if a.get("DesiredStatus") == "run"]
-        live.sort(key=lambda a: a.get("CreateIndex", 0), reverse=True)
-        for alloc in live:
-            arn = api.task_arn(alloc, TASK_NAME)
-            if alloc.get("ClientStatus") == "running" and arn:
-                return alloc, arn
-            failure = _alloc_failure(alloc)
-            if failure:
-                raise EcsdemoError(f"the demo task failed to start: {failure}",
-                                   hint="`ecsdemo logs` and the client agent logs in the state directory have details")
-            last = f"allocation {alloc['ID'][:8]} is {alloc.get('ClientStatus')}"
-        if not live:
-            failed = [a for a in allocs if _alloc_failure(a)]
-            if failed:
-                raise EcsdemoError(f"the demo task failed to start: {_alloc_failure(failed[-1])}")
-        if time.monotonic() >= deadline:
-            raise EcsdemoError(f"the job's allocation was not running within {timing.run:.0f}s ({last})",
-                               hint="`ecsdemo status` and the client agent logs show why")
 
+    def look(max_block: float) -> tuple[list[dict], tuple[dict, str] | None]:
+        nonlocal index
+        allocs, index = api.wait_job_allocations(JOB_ID, index=index, wait_s=min(timing.block, max(max_block, 1)))
+        return allocs, _running_alloc(allocs)
 
-def _wait_ecs_running(cfg: DemoConfig, arn: str, timing: Timing, client: Any = None) -> None:
-    client = client or aws.ecs_client(cfg)
-    cluster = aws.cluster_name(cfg)
-    deadline = time.monotonic() + timing.run
-    while True:
-        found = aws.describe(client, cluster, [arn])
-        status = found[0].get("lastStatus") if found else "MISSING"
-        if status == "RUNNING":
-            return
-        if status in ("STOPPED", "DEPROVISIONING", "STOPPING") or time.monotonic() >= deadline:
-            reason = found[0].get("stoppedReason") if found else "not found in the cluster"
-            raise EcsdemoError(f"the ECS task {arn} is {status}" + (f" ({reason})" if reason else ""))
-        time.sleep(timing.poll)
+    def timed_out(seen: tuple[list[dict], Any]) -> EcsdemoError:
+        live = _live_allocations(seen[0])
+        last = f"allocation {live[-1]['ID'][:8]} is {live[-1].get('ClientStatus')}" if live else "no allocation yet"
+        return EcsdemoError(f"the job's allocation was not running within {timing.run:.0f}s ({last})",
+                            hint="`ecsdemo status` and the client agent logs show why")
+
+    _allocs, found = _wait("the job's allocation was not running", look, lambda seen: seen[1] is not None,
+                           timing.run, timing.poll, timed_out)
+    return found
 
 
 # --- teardown -------------------------------------------------------------------------------------
@@ -475,13 +417,9 @@ def teardown(cfg: DemoConfig, reporter: Reporter, keep_infra: bool = False,
                 reporter.info(f"{name}: {outcome}")
 
     if not keep_infra:
-        from ecsdemo import infra
-
         with _attempt(reporter, result, "Destroying the infrastructure"):
             result.infra_destroyed = infra.destroy(cfg, reporter)
-        if cfg.local or cfg.state.read_json("local.json") is not None:
-            from ecsdemo import local
-
+        if cfg.local or cfg.state.read_json(local.LOCAL_FILE) is not None:
             with _attempt(reporter, result, "Stopping the local AWS endpoint"):
                 result.endpoint_stopped = local.stop_local_endpoint(cfg.state)
 
@@ -509,8 +447,7 @@ class _attempt:
         return self
 
     def __exit__(self, exc_type, exc, tb):
-        errors = (EcsdemoError, *_nomad_errors())
-        if exc is not None and isinstance(exc, errors):
+        if isinstance(exc, EcsdemoError):   # Nomad's errors are EcsdemoErrors too
             self._step.__exit__(exc_type, exc, tb)
             self.result.problems.append(f"{self.title}: {getattr(exc, 'message', exc)}")
             self.reporter.warn(f"{self.title} failed: {getattr(exc, 'message', exc)}")
@@ -520,8 +457,6 @@ class _attempt:
 
 def _ecs_reachable(cfg: DemoConfig) -> bool:
     if not cfg.local:
-        from ecsdemo import infra
-
         return infra.outputs(cfg) is not None or infra.has_infrastructure(cfg)
     return aws.reachable(cfg)
 
@@ -529,7 +464,7 @@ def _ecs_reachable(cfg: DemoConfig) -> bool:
 def _stop_job(cfg: DemoConfig, api: Any, timing: Timing, reporter: Reporter) -> tuple[bool, list[str]]:
     """Stop the demo job through Nomad and wait for its ECS tasks to be STOPPED."""
     allocs = api.job_allocations(JOB_ID)
-    arns = sorted({a for a in (api.task_arn(x, TASK_NAME) for x in allocs
+    arns = sorted({a for a in (task_arn(x, TASK_NAME) for x in allocs
                                if x.get("ClientStatus") in ("pending", "running", "lost", "unknown")) if a})
     job = api.job(JOB_ID)
     if job is None:

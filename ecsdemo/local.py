@@ -18,17 +18,21 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
+
+import psutil
 
 from ecsdemo import procs
 from ecsdemo.errors import EcsdemoError
 from ecsdemo.progress import Reporter
 from ecsdemo.state import StateDir
+from ecsdemo.waiting import wait_until
 
 LOCAL_FILE = "local.json"
 LOG_NAME = "local-endpoint.log"
@@ -37,7 +41,7 @@ LOG_NAME = "local-endpoint.log"
 LOCAL_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
 
 # ECS tasks stay RUNNING until something stops them, like real ones (moto's default walks every task to
-# STOPPED in four describe calls). See the toolchain notes.
+# STOPPED in four describe calls). See docs/development.md (moto as the local AWS endpoint).
 TASKS_STAY_RUNNING = {"model_name": "ecs::task", "transition": {"progression": "manual", "times": 1000000}}
 
 
@@ -107,18 +111,22 @@ def start_moto(log_path: Path, port: int | None = None, timeout: float = 30.0) -
     finally:
         log.close()
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+
+    def answers(_max_block: float) -> bool:
         if proc.poll() is not None:
             raise EcsdemoError(f"the local AWS endpoint (moto server) exited with code {proc.returncode} at start",
                                hint=f"see {log_path}")
-        if is_healthy(url, timeout=1.0):
-            configure(url)
-            return MotoProcess(url=url, port=port, pid=proc.pid, proc=proc)
-        time.sleep(0.1)
-    proc.kill()
-    proc.wait()
-    raise EcsdemoError(f"the local AWS endpoint did not answer on {url} within {timeout:.0f}s", hint=f"see {log_path}")
+        return is_healthy(url, timeout=1.0)
+
+    try:
+        wait_until(f"the local AWS endpoint did not answer on {url}", answers, bool, timeout, interval=0.1,
+                   hint=f"see {log_path}")
+    except EcsdemoError:
+        proc.kill()   # a no-op when it exited by itself
+        proc.wait()
+        raise
+    configure(url)
+    return MotoProcess(url=url, port=port, pid=proc.pid, proc=proc)
 
 
 # --- THE local endpoint of a state directory -------------------------------------------------------
@@ -208,8 +216,6 @@ def stop_local_endpoint(state: StateDir, timeout: float = 10.0) -> bool:
 # --- an outage: the endpoint stops answering, then answers again -------------------------------------
 
 def _is_paused(proc) -> bool:
-    import psutil
-
     try:
         return proc.status() == psutil.STATUS_STOPPED
     except psutil.Error:
@@ -218,17 +224,19 @@ def _is_paused(proc) -> bool:
 
 def _resume(rec: dict) -> bool:
     """SIGCONT the recorded process if it is paused and still the one ecsdemo started; True if it was."""
-    import psutil
-
     proc = _process(rec)
     if proc is None or not _is_paused(proc):
         return False
     with contextlib.suppress(psutil.Error):
         proc.resume()
-    deadline = time.monotonic() + 5.0   # delivered asynchronously, like SIGSTOP
-    while _is_paused(proc) and time.monotonic() < deadline:
-        time.sleep(0.01)
+    _settle(lambda: not _is_paused(proc))
     return True
+
+
+def _settle(condition: Callable[[], bool], seconds: float = 5.0) -> None:
+    """A signal is delivered asynchronously: give `condition()` up to `seconds` to hold, then go on anyway."""
+    with contextlib.suppress(EcsdemoError):
+        wait_until("the signal took no effect", lambda _max_block: condition(), bool, seconds, interval=0.01)
 
 
 def resume_local_endpoint(state: StateDir) -> bool:
@@ -245,8 +253,6 @@ class _Signalled(BaseException):
 def _unwind_on_termination() -> Iterator[None]:
     """While the body runs, SIGTERM and SIGHUP raise (so `finally` blocks run) instead of ending the
     process at once; Ctrl-C raises KeyboardInterrupt anyway. Only the main thread can set handlers."""
-    import threading
-
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -276,17 +282,13 @@ def paused_local_endpoint(state: StateDir) -> Iterator[dict]:
     if proc is None:
         raise EcsdemoError(f"no local AWS endpoint started by ecsdemo is running for {state.root}",
                            hint="start it with `ecsdemo up --local` (or `ecsdemo local start`)")
-    import psutil
-
     with _unwind_on_termination():
         try:
             try:
                 proc.suspend()
             except psutil.Error as exc:
                 raise EcsdemoError(f"cannot pause the local AWS endpoint (pid {rec['pid']}): {exc}") from None
-            deadline = time.monotonic() + 5.0   # the signal is delivered asynchronously
-            while not _is_paused(proc) and time.monotonic() < deadline:
-                time.sleep(0.01)
+            _settle(lambda: _is_paused(proc))
             yield rec
         finally:
             _resume(rec)

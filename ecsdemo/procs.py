@@ -12,9 +12,11 @@ import contextlib
 import os
 import signal
 import subprocess
-import time
 
 import psutil
+
+from ecsdemo.errors import EcsdemoError
+from ecsdemo.waiting import wait_until
 
 START_TIME_TOLERANCE = 1.0   # seconds; psutil's start time is derived from clock ticks since boot
 
@@ -51,19 +53,19 @@ def is_zombie(pid: int) -> bool:
 def _cmdline(proc: psutil.Process, settle: float = 1.0) -> list[str]:
     """The process's command line. While a process is in the middle of an exec (a wrapper script exec-ing
     the real program) /proc shows it empty for a moment: wait that out rather than disown the process."""
-    deadline = time.monotonic() + settle
-    while True:
-        cmdline = proc.cmdline()
-        if cmdline or time.monotonic() >= deadline:
-            return cmdline
-        time.sleep(0.02)
+    try:
+        return wait_until(f"pid {proc.pid} showed no command line", lambda _max_block: proc.cmdline(), bool,
+                          settle, interval=0.02)
+    except EcsdemoError:
+        return []   # still empty after `settle` seconds: that is its command line
 
 
 def same_command(actual: list[str], recorded: list[str]) -> bool:
     """The process runs what we started: its arguments end with ours (a wrapper script may exec the
     real program, changing argv[0] but passing the arguments through)."""
     args = recorded[1:]
-    return bool(recorded) and (actual == recorded or (len(actual) >= len(args) and actual[len(actual) - len(args):] == args))
+    ends_with_ours = len(actual) >= len(args) and actual[len(actual) - len(args):] == args
+    return bool(recorded) and (actual == recorded or ends_with_ours)
 
 
 def find(pid: int, create_time: float, cmdline: list[str]) -> psutil.Process | None:
@@ -91,11 +93,12 @@ def pid_taken(pid: int, create_time: float, cmdline: list[str]) -> bool:
 
 
 def wait_gone(pid: int, create_time: float, cmdline: list[str], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while find(pid, create_time, cmdline) is not None:
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(0.05)
+    """True once the recorded process is gone (within `timeout` seconds), False if it is still there."""
+    try:
+        wait_until(f"pid {pid} did not exit", lambda _max_block: find(pid, create_time, cmdline),
+                   lambda proc: proc is None, timeout, interval=0.05)
+    except EcsdemoError:
+        return False
     return True
 
 

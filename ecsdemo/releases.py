@@ -27,6 +27,7 @@ import datetime as dt
 import hashlib
 import json
 import os
+import platform
 import re
 import shutil
 import subprocess
@@ -39,7 +40,17 @@ from pathlib import Path
 from typing import Callable, Iterator
 from urllib.parse import unquote, urljoin, urlparse
 
+import platformdirs
+import pysequoia
+import requests
+from pysequoia.packet import PacketPile
+
 from ecsdemo.errors import EcsdemoError
+
+if os.name == "nt":
+    import msvcrt
+else:
+    import fcntl
 
 DEFAULT_URL = "https://releases.hashicorp.com"
 URL_ENV = "ECSDEMO_RELEASES_URL"
@@ -58,6 +69,10 @@ DEFAULT_KEY_FILES = (_DATA / "hashicorp-release-key.asc", _DATA / "hashicorp-rel
 _VERSION = re.compile(r"^\d+\.\d+\.\d+(?:[-+][0-9A-Za-z.+-]+)?$")
 _REPORTED = re.compile(r"v?(\d+\.\d+\.\d+(?:-[0-9A-Za-z.]+)?)")
 
+_KEY_HINT = "--releases-key / ECSDEMO_RELEASES_KEY must name an armored OpenPGP public key file"
+_MIRROR_HINT = "is --releases-url a mirror of releases.hashicorp.com?"
+_INCOMPLETE_HINT = "the mirror is incomplete; nothing was installed"
+
 OnBytes = Callable[[str, int, "int | None"], None]
 
 
@@ -67,8 +82,6 @@ def cache_dir() -> Path:
     configured = os.environ.get(CACHE_ENV)
     if configured:
         return Path(configured).expanduser()
-    import platformdirs
-
     return Path(platformdirs.user_cache_dir("ecsdemo", appauthor=False))
 
 
@@ -91,8 +104,6 @@ def cached_versions(product: str) -> list[str]:
 
 def platform_os_arch(system: str | None = None, machine: str | None = None) -> tuple[str, str]:
     """HashiCorp's (os, arch) names for this machine; a clear error for anything they do not build for us."""
-    import platform
-
     system = (system or platform.system()).lower()
     machine = (machine or platform.machine()).lower()
     os_name = {"linux": "linux", "darwin": "darwin", "windows": "windows"}.get(system)
@@ -100,7 +111,8 @@ def platform_os_arch(system: str | None = None, machine: str | None = None) -> t
     if os_name is None or arch is None:
         raise EcsdemoError(f"unsupported platform {system}/{machine}: ecsdemo installs HashiCorp binaries for "
                            "linux, darwin and windows on amd64 or arm64",
-                           hint="install the binary yourself and put it on PATH (or set ECSDEMO_NOMAD_BIN / ECSDEMO_TERRAFORM)")
+                           hint="install the binary yourself and put it on PATH "
+                                "(or set ECSDEMO_NOMAD_BIN / ECSDEMO_TERRAFORM)")
     return os_name, arch
 
 
@@ -163,15 +175,12 @@ def source(url: str | None = None, key_file: str | Path | None = None) -> Source
 
 def load_keys(paths: list[Path]) -> list:
     """The OpenPGP certificates in `paths` (armored or binary); copies of one key are merged."""
-    import pysequoia
-
     certs: dict[str, object] = {}
     for path in paths:
         try:
             data = path.read_bytes()
         except OSError as exc:
-            raise EcsdemoError(f"cannot read the release key {path}: {exc.strerror or exc}",
-                               hint="--releases-key / ECSDEMO_RELEASES_KEY must name an armored OpenPGP public key file") from None
+            raise EcsdemoError(f"cannot read the release key {path}: {exc.strerror or exc}", hint=_KEY_HINT) from None
         try:
             found = pysequoia.Cert.split_bytes(data)
         except (RuntimeError, ValueError) as exc:
@@ -179,8 +188,7 @@ def load_keys(paths: list[Path]) -> list:
         else:
             why = "no key in it"
         if not found:
-            raise EcsdemoError(f"{path} is not an OpenPGP public key ({why})",
-                               hint="--releases-key / ECSDEMO_RELEASES_KEY must name an armored OpenPGP public key file")
+            raise EcsdemoError(f"{path} is not an OpenPGP public key ({why})", hint=_KEY_HINT)
         for cert in found:
             fpr = cert.fingerprint
             certs[fpr] = certs[fpr].merge(cert) if fpr in certs else cert
@@ -189,8 +197,6 @@ def load_keys(paths: list[Path]) -> list:
 
 def key_fingerprints(cert) -> list[str]:
     """Lowercase fingerprints of a certificate's primary key and subkeys."""
-    from pysequoia.packet import PacketPile
-
     return [p.fingerprint for p in PacketPile.from_bytes(bytes(cert)) if p.fingerprint]
 
 
@@ -224,8 +230,6 @@ def fetch(url: str, product: str, dest: Path | None = None, on_bytes: OnBytes | 
     name = name or url.rsplit("/", 1)[-1]
     if urlparse(url).scheme == "file":
         return _fetch_file(url, dest, on_bytes, name)
-    import requests
-
     try:
         resp = requests.get(url, stream=True, timeout=TIMEOUT, headers={"User-Agent": "ecsdemo"})
     except requests.RequestException as exc:
@@ -270,7 +274,8 @@ def _fetch_file(url: str, dest: Path | None, on_bytes: OnBytes | None, name: str
     except FileNotFoundError:
         raise NotFound(url) from None
     except OSError as exc:
-        raise EcsdemoError(f"cannot read {path}: {exc.strerror or exc}", hint="check the mirror's permissions") from None
+        raise EcsdemoError(f"cannot read {path}: {exc.strerror or exc}",
+                           hint="check the mirror's permissions") from None
     with f:
         total = os.fstat(f.fileno()).st_size
         return _copy(iter(lambda: f.read(1 << 16), b""), dest, on_bytes, name, total, url)
@@ -308,7 +313,7 @@ def _json(url: str, product: str) -> dict:
     try:
         doc = json.loads(data)
     except ValueError:
-        raise EcsdemoError(f"{url} is not valid JSON", hint="is --releases-url a mirror of releases.hashicorp.com?") from None
+        raise EcsdemoError(f"{url} is not valid JSON", hint=_MIRROR_HINT) from None
     if not isinstance(doc, dict):
         raise EcsdemoError(f"{url} is not a release index (a JSON object)")
     return doc
@@ -326,7 +331,7 @@ def product_versions(src: Source, product: str) -> list[str]:
     if isinstance(versions, list) and all(isinstance(v, str) for v in versions):
         return versions
     if not isinstance(versions, dict):
-        raise EcsdemoError(f"{url} has no `versions` object", hint="is --releases-url a mirror of releases.hashicorp.com?")
+        raise EcsdemoError(f"{url} has no `versions` object", hint=_MIRROR_HINT)
     return list(versions)
 
 
@@ -393,15 +398,14 @@ def _signature_names(index: dict, sums: str, src: Source) -> list[str]:
 def verify_signature(data: bytes, signature: bytes, src: Source, what: str) -> str:
     """Check that `signature` is a valid OpenPGP signature of `data` by one of `src.keys`; returns the
     signing key's primary fingerprint. Every failure is an EcsdemoError naming why."""
-    import pysequoia
-
     try:
         sig = pysequoia.Sig.from_bytes(signature)
     except (RuntimeError, ValueError) as exc:
         raise EcsdemoError(f"bad signature for {what}: not an OpenPGP signature ({_first_line(exc)})",
                            hint="the mirror's file is damaged or not a signature; nothing was installed") from None
     issuer = (sig.issuer_fingerprint or sig.issuer_key_id or "").lower()
-    owner = next((c for c in src.keys if any(f.endswith(issuer) for f in key_fingerprints(c))), None) if issuer else None
+    owner = next((c for c in src.keys if any(f.endswith(issuer) for f in key_fingerprints(c))), None) \
+        if issuer else None
     if owner is None:
         raise EcsdemoError(
             f"{what} is signed by another key ({_spaced(issuer) if issuer else 'no issuer'}), not {src.key_name} "
@@ -435,7 +439,7 @@ def sums_entry(sums: bytes, filename: str, what: str) -> str:
         parts = line.split()
         if len(parts) == 2 and parts[1].lstrip("*") == filename and re.fullmatch(r"[0-9a-fA-F]{64}", parts[0]):
             return parts[0].lower()
-    raise EcsdemoError(f"{what} has no SHA-256 line for {filename}", hint="the mirror is incomplete; nothing was installed")
+    raise EcsdemoError(f"{what} has no SHA-256 line for {filename}", hint=_INCOMPLETE_HINT)
 
 
 def check_binary(exe: Path, product: str, version: str) -> None:
@@ -452,11 +456,13 @@ def check_binary(exe: Path, product: str, version: str) -> None:
     out = (proc.stdout or "") + (proc.stderr or "")
     if proc.returncode != 0:
         first = out.strip().splitlines()[0] if out.strip() else "no output"
-        raise EcsdemoError(f"the downloaded {product} does not run: `{product} version` exited {proc.returncode} ({first[:120]})",
+        raise EcsdemoError(f"the downloaded {product} does not run: `{product} version` exited {proc.returncode} "
+                           f"({first[:120]})",
                            hint="nothing was installed")
     got = reported_version(out)
     if got != version:
-        raise EcsdemoError(f"the downloaded {product} reports version {got or 'nothing'} ({out.strip()[:80]!r}), not {version}",
+        raise EcsdemoError(f"the downloaded {product} reports version {got or 'nothing'} ({out.strip()[:80]!r}), "
+                           f"not {version}",
                            hint="the mirror's zip holds another build; nothing was installed")
 
 
@@ -505,24 +511,16 @@ def _lock(path: Path, what: str, wait: float = LOCK_WAIT) -> Iterator[None]:
 
 def _try_lock(f) -> None:
     if os.name == "nt":
-        import msvcrt
-
         msvcrt.locking(f.fileno(), msvcrt.LK_NBLCK, 1)
     else:
-        import fcntl
-
         fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
 
 
 def _unlock(f) -> None:
     if os.name == "nt":
-        import msvcrt
-
         f.seek(0)
         msvcrt.locking(f.fileno(), msvcrt.LK_UNLCK, 1)
     else:
-        import fcntl
-
         fcntl.flock(f.fileno(), fcntl.LOCK_UN)
 
 
@@ -548,7 +546,8 @@ def _extract(zip_path: Path, product: str, out: Path, filename: str) -> Path:
             with z.open(member) as src, exe.open("wb") as dst:
                 shutil.copyfileobj(src, dst)
     except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError) as exc:
-        raise EcsdemoError(f"{filename} is not a valid zip ({_first_line(exc)})", hint="nothing was installed") from None
+        raise EcsdemoError(f"{filename} is not a valid zip ({_first_line(exc)})",
+                           hint="nothing was installed") from None
     exe.chmod(0o755)
     return exe
 
@@ -614,7 +613,7 @@ def _download_verified(src: Source, product: str, version: str, index: dict, bui
     try:
         sums = fetch(version_dir + sums_name, product)
     except NotFound:
-        raise EcsdemoError(f"{sums_name} is missing from {version_dir}", hint="the mirror is incomplete; nothing was installed") from None
+        raise EcsdemoError(f"{sums_name} is missing from {version_dir}", hint=_INCOMPLETE_HINT) from None
     signature, tried = None, []
     for name in _signature_names(index, sums_name, src):
         try:
@@ -631,7 +630,7 @@ def _download_verified(src: Source, product: str, version: str, index: dict, bui
     try:
         fetch(url, product, dest=work / "download.zip", on_bytes=on_bytes, name=build["filename"])
     except NotFound:
-        raise EcsdemoError(f"{build['filename']} is missing ({url} not found)", hint="the mirror is incomplete; nothing was installed") from None
+        raise EcsdemoError(f"{build['filename']} is missing ({url} not found)", hint=_INCOMPLETE_HINT) from None
     got = _sha256(work / "download.zip")
     if got != expected:
         incomplete = "" if zipfile.is_zipfile(work / "download.zip") else \

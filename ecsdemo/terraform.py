@@ -1,6 +1,6 @@
 """The one place that runs the `terraform` binary (through python-terraform's command builder).
 
-python-terraform 0.10.1 predates Terraform 1.x; its quirks stay in this module (see the toolchain notes):
+python-terraform 0.10.1 predates Terraform 1.x; its quirks stay in this module (docs/development.md lists them):
 - `destroy()` always adds `-force` (rejected since 0.15): we build `destroy -auto-approve` ourselves;
 - `apply()` without `skip_plan` asks for approval and fails with EOF: we apply a saved plan file;
 - `plan()` always adds `-detailed-exitcode`: exit code 2 means "changes present", not failure;
@@ -31,6 +31,7 @@ from typing import Callable
 
 from python_terraform import IsFlagged, Terraform
 
+from ecsdemo import binaries
 from ecsdemo.errors import EcsdemoError
 
 INSTALL_HINT = ("install Terraform >= 1.0 (https://developer.hashicorp.com/terraform/install) and put it on PATH, "
@@ -46,8 +47,6 @@ LineCallback = Callable[[str], None]
 def find_binary() -> str:
     """Path of the terraform binary (`ECSDEMO_TERRAFORM`, else PATH, else ecsdemo's cache: see
     ecsdemo.binaries), or a clear error saying how to get one."""
-    from ecsdemo import binaries
-
     configured = os.environ.get("ECSDEMO_TERRAFORM")
     if configured:
         if not (os.path.isfile(configured) and os.access(configured, os.X_OK)):
@@ -262,7 +261,8 @@ class TerraformRunner:
             log.write(f"=== exit code {rc} after {seconds:.2f}s\n")
         self.records.append(RunRecord(command=command, returncode=rc, seconds=seconds))
         if rc not in ok_codes:
-            raise EcsdemoError(f"terraform {command} failed (exit code {rc}):\n{_error_text(stderr_lines, stdout_lines)}",
+            error_text = _error_text(stderr_lines, stdout_lines)
+            raise EcsdemoError(f"terraform {command} failed (exit code {rc}):\n{error_text}",
                                hint=f"the full Terraform log is in {self.log_path}")
         return "\n".join(stdout_lines)
 
