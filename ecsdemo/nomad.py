@@ -211,7 +211,8 @@ class NomadClient:
         """A client for the demo's server agent (`DemoConfig.server_address`)."""
         return cls(cfg.server_address, timeout=timeout)
 
-    # The pure helpers, also reachable from a client object (scenario code holds only the client).
+    # The pure helpers, also reachable from the class: ecsdemo calls the functions; these go once
+    # tests/driver/test_contract_ecsdemo.py does too.
     task_arn = staticmethod(task_arn)
     decode_driver_state = staticmethod(decode_driver_state)
     node_ecs_driver = staticmethod(node_ecs_driver)
