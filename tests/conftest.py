@@ -19,6 +19,10 @@ from pathlib import Path
 
 import pytest
 
+# Every helper module in tests/support/ gets pytest's assertion messages, not only the plugins below (their
+# asserts used to live in test modules).
+pytest.register_assert_rewrite("tests.support")
+
 pytest_plugins = [
     "tests.support.aws",
     "tests.support.moto_world",

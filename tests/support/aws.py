@@ -29,6 +29,14 @@ def moto_url(moto_server) -> str:
     return moto_server.url
 
 
+def use_local_credentials(mp: pytest.MonkeyPatch) -> None:
+    """moto's dummy credentials and the region in the environment (boto3 and subprocesses read them), no profile."""
+    for k, v in local.LOCAL_CREDENTIALS.items():
+        mp.setenv(k, v)
+    mp.setenv("AWS_DEFAULT_REGION", REGION)
+    mp.delenv("AWS_PROFILE", raising=False)
+
+
 class AwsHelper:
     def __init__(self, url: str, region: str = REGION):
         self.url = url
@@ -58,8 +66,5 @@ def aws(request, moto_url, monkeypatch) -> AwsHelper:
             client.stop_task(cluster=ecs.cluster, task=arn, reason="test cleanup")
         return helper
     local.reset(moto_url)
-    for k, v in local.LOCAL_CREDENTIALS.items():
-        monkeypatch.setenv(k, v)
-    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
-    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    use_local_credentials(monkeypatch)
     return AwsHelper(moto_url)

@@ -1,8 +1,9 @@
 """The fake Nomad (tests/fakenomad/) in tests, and its HTTP API as tests call it.
 
-`fake_nomad`: a started FakeNomad (fast timings) whose nodes run their tasks through real plugin processes (`fake.runtime`, a PluginRuntime,
-one plugin per node, all shut down at teardown), with no nodes; `nomad_cluster`: the same with two ready
-client nodes, `nomad-client-1` and `nomad-client-2` (their IDs in `fake.node_ids`), started in parallel.
+`fake_nomad`: a started FakeNomad (fast timings) whose nodes run their tasks through real plugin processes
+(`fake.runtime`, a PluginRuntime, one plugin per node, all shut down at teardown), with no nodes;
+`nomad_cluster`: the same with two ready client nodes, `nomad-client-1` and `nomad-client-2` (their IDs in
+`fake.node_ids`), started in parallel.
 Both run on `ecs_demo` (tests/support/moto_world.py).
 
 `run_job(fake, hcl)` parses and registers a job over the HTTP API; `api(fake, path)` GETs a path;

@@ -1,7 +1,10 @@
-"""Test helpers: the demo's ECS resources on the moto server, and the demo job's HCL.
+"""ECS worlds on the moto server, made by one builder (`build_ecs`: what Terraform would make).
 
-`create_demo_ecs(aws)` makes what Terraform would (VPC with DNS hostnames, subnet, security group,
-cluster, a FARGATE task definition with container memory, as moto requires) and returns an `EcsDemo`.
+- `create_demo_ecs(aws)` / the `ecs_demo` fixture: the demo's cluster, network and two task definition
+  revisions, as an `EcsDemo` (with the demo job's HCL); `module_aws`: the same made once per module.
+- `make_world(aws)` / the `world` fixture (the driver's tests): a network and two revisions
+  (`base`/`updated`) shared while the moto server keeps them, and a fresh cluster for each test, so
+  counting a cluster's tasks needs no reset of the shared server.
 """
 
 from __future__ import annotations
@@ -12,8 +15,7 @@ from dataclasses import dataclass
 import msgpack
 import pytest
 
-from ecsdemo import local
-from tests.support.aws import REGION, AwsHelper
+from tests.support.aws import AwsHelper, use_local_credentials
 
 CLUSTER = "nomad-remote-driver-demo"
 FAMILY = "nomad-remote-driver-demo"
@@ -73,18 +75,31 @@ JOB_TEMPLATE = """job "{job}" {{
 """
 
 
-def create_demo_ecs(aws, revisions: int = 2) -> EcsDemo:
+def build_ecs(aws, family: str, containers: list[dict], cluster: str | None = None, subnet_cidr: str = "10.0.0.0/24",
+              group: str = "demo", group_description: str = "demo") -> tuple[str, str]:
+    """The one builder of what Terraform makes, in moto: a VPC (10.0.0.0/24, DNS hostnames on), a subnet
+    (`subnet_cidr`), a security group, the cluster when one is named, and one revision of the awsvpc/FARGATE
+    task definition `family` per container definition in `containers` (in order; each sets memory, as moto
+    requires for RunTask). Returns (subnet ID, security group ID)."""
     ec2 = aws.client("ec2")
     ecs = aws.client("ecs")
     vpc = ec2.create_vpc(CidrBlock="10.0.0.0/24")["Vpc"]["VpcId"]
     ec2.modify_vpc_attribute(VpcId=vpc, EnableDnsHostnames={"Value": True})
-    subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.0.0.0/26")["Subnet"]["SubnetId"]
-    sg = ec2.create_security_group(GroupName="demo", Description="demo", VpcId=vpc)["GroupId"]
-    ecs.create_cluster(clusterName=CLUSTER)
-    for _ in range(revisions):
+    subnet = ec2.create_subnet(VpcId=vpc, CidrBlock=subnet_cidr)["Subnet"]["SubnetId"]
+    sg = ec2.create_security_group(GroupName=group, Description=group_description, VpcId=vpc)["GroupId"]
+    if cluster:
+        ecs.create_cluster(clusterName=cluster)
+    for container in containers:
         ecs.register_task_definition(
-            family=FAMILY, requiresCompatibilities=["FARGATE"], networkMode="awsvpc", cpu="256", memory="512",
-            containerDefinitions=[{"name": FAMILY, "image": "httpd:2.4", "memory": 512, "essential": True}])
+            family=family, requiresCompatibilities=["FARGATE"], networkMode="awsvpc", cpu="256", memory="512",
+            containerDefinitions=[container])
+    return subnet, sg
+
+
+def create_demo_ecs(aws, revisions: int = 2) -> EcsDemo:
+    """The demo's resources (cluster CLUSTER, `revisions` revisions of FAMILY) as an `EcsDemo`."""
+    container = {"name": FAMILY, "image": "httpd:2.4", "memory": 512, "essential": True}
+    subnet, sg = build_ecs(aws, FAMILY, [container] * revisions, cluster=CLUSTER, subnet_cidr="10.0.0.0/26")
     return EcsDemo(endpoint=aws.url, region=aws.region, cluster=CLUSTER, subnet=subnet, security_group=sg,
                    task_definition=f"{FAMILY}:1")
 
@@ -102,10 +117,7 @@ def module_aws(moto_url):
     """The demo's VPC, subnet, security group, cluster and two task definition revisions, made once for
     this module (creating EC2 resources is the slow part); each test starts with no running task."""
     with pytest.MonkeyPatch.context() as mp:
-        for k, v in local.LOCAL_CREDENTIALS.items():
-            mp.setenv(k, v)
-        mp.setenv("AWS_DEFAULT_REGION", "us-east-1")
-        mp.delenv("AWS_PROFILE", raising=False)
+        use_local_credentials(mp)
         helper = AwsHelper(moto_url)
         helper.reset()
         yield helper, create_demo_ecs(helper)
@@ -171,7 +183,7 @@ _networks: dict[str, tuple[str, str]] = {}  # moto URL -> (subnet, security grou
 
 
 def _network(aws) -> tuple[str, str]:
-    """A VPC (DNS hostnames on), subnet, security group and the task definitions, made once per moto state.
+    """The world's network and two task definition revisions (`build_ecs`), made once per moto state.
 
     Other tests reset the moto server; the cached IDs are checked and everything is made again then."""
     ec2, ecs = aws.client("ec2"), aws.client("ecs")
@@ -183,16 +195,10 @@ def _network(aws) -> tuple[str, str]:
             return cached
         except Exception:  # wiped by a reset: make it again
             _networks.pop(aws.url, None)
-    vpc = ec2.create_vpc(CidrBlock="10.0.0.0/24")["Vpc"]["VpcId"]
-    ec2.modify_vpc_attribute(VpcId=vpc, EnableDnsHostnames={"Value": True})
-    subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.0.0.0/24")["Subnet"]["SubnetId"]
-    sg = ec2.create_security_group(GroupName=f"lifecycle-{uuid.uuid4().hex[:6]}", Description="lifecycle tests",
-                                   VpcId=vpc)["GroupId"]
-    for text in ("base", "updated"):
-        ecs.register_task_definition(
-            family=WORLD_FAMILY, networkMode="awsvpc", requiresCompatibilities=["FARGATE"], cpu="256", memory="512",
-            containerDefinitions=[{"name": "web", "image": "httpd:2.4", "memory": 128, "essential": True,
-                                   "command": [text]}])
+    containers = [{"name": "web", "image": "httpd:2.4", "memory": 128, "essential": True, "command": [text]}
+                  for text in ("base", "updated")]
+    subnet, sg = build_ecs(aws, WORLD_FAMILY, containers, group=f"lifecycle-{uuid.uuid4().hex[:6]}",
+                           group_description="lifecycle tests")
     _networks[aws.url] = (subnet, sg)
     return subnet, sg
 
@@ -209,8 +215,5 @@ def make_world(aws, cluster: str | None = None) -> World:
 def world(moto_url, monkeypatch) -> World:
     """A fresh cluster on the session moto server, with dummy credentials and region in the environment
     (the plugin processes inherit them)."""
-    for k, v in local.LOCAL_CREDENTIALS.items():
-        monkeypatch.setenv(k, v)
-    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
-    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    use_local_credentials(monkeypatch)
     return make_world(AwsHelper(moto_url))

@@ -44,8 +44,8 @@ def sign(tsk, data: bytes) -> bytes:
 
 def script(product: str, reports: str, body: str | None = None) -> str:
     label = "Nomad" if product == "nomad" else "Terraform"
-    return body or (f'#!/bin/sh\nif [ "$1" = version ]; then echo "{label} v{reports}"; echo "Revision test"; exit 0; fi\n'
-                    f'echo "{product} stand-in: $*"\n')
+    return body or (f'#!/bin/sh\nif [ "$1" = version ]; then echo "{label} v{reports}"; echo "Revision test"; '
+                    f'exit 0; fi\necho "{product} stand-in: $*"\n')
 
 
 def zip_bytes(members: dict[str, str]) -> bytes:

@@ -29,7 +29,8 @@ def main(argv: list[str]) -> int:
         print("usage: nomad <command>", file=sys.stderr)
         return 1
     if argv[0] == "version":
-        print(f"Nomad v{os.environ.get('STANDIN_NOMAD_VERSION', '1.6.5')}\nBuildDate 2023-12-01T00:00:00Z\nRevision abc")
+        version = os.environ.get("STANDIN_NOMAD_VERSION", "1.6.5")
+        print(f"Nomad v{version}\nBuildDate 2023-12-01T00:00:00Z\nRevision abc")
         return 0
     if argv[0] == "plugin-child":
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
