@@ -23,6 +23,7 @@ import pytest
 from ecsdemo import agents, infra, lifecycle, local
 from ecsdemo import status as status_view
 from ecsdemo.progress import RecordingReporter
+from ecsdemo.resolve import resolve_config
 from tests.support.standin_demo import make_config, wait_for
 
 FAKE_NOMAD = Path(__file__).resolve().parents[1] / "fakenomad" / "bin" / "nomad"
@@ -142,7 +143,7 @@ def test_up_status_logs_run_all_scenarios_teardown(tmp_path, tf_mirror, monkeypa
         reporter = SnapshotReporter(endpoint["url"], cfg,
                                     at=("Destroying the infrastructure", "Stopping the local AWS endpoint"))
         torn_down = True
-        result = lifecycle.teardown(lifecycle.load_config(str(cfg.state_dir)), reporter)
+        result = lifecycle.teardown(resolve_config(str(cfg.state_dir), required=True), reporter)
 
         assert result.job_stopped and alloc["task_arn"] in result.ecs_tasks_stopped
         before_destroy = reporter.snapshots["Destroying the infrastructure"]
