@@ -215,8 +215,6 @@ class NomadClient:
     # tests/driver/test_contract_ecsdemo.py does too.
     task_arn = staticmethod(task_arn)
     decode_driver_state = staticmethod(decode_driver_state)
-    node_ecs_driver = staticmethod(node_ecs_driver)
-    live_allocation = staticmethod(live_allocation)
 
     def __repr__(self) -> str:  # never shows the token
         return f"NomadClient({self.address!r})"
