@@ -1,5 +1,5 @@
 """Every scenario against the recording fake Nomad API (scripted through the state sequences real Nomad
-goes through, nomad-http-api.md section 6) with the ECS side on the real moto server, plus each failure
+goes through, docs/nomad-notes.md "Scheduler behaviour") with the ECS side on the real moto server, plus each failure
 path: no replacement in time, a replacement with a different ARN, a second task, a node that never goes down.
 
 Only Nomad's HTTP API is faked: every simulated node drives its tasks through its own real

@@ -2,11 +2,11 @@
 each driving its tasks through a REAL plugin process, on moto, with the demo job rendered from ecsdemo's own
 template (its restart policy is what task-exit shows).
 
-The fake client follows Nomad's (nomad-task-runner.md): WaitTask open for a task's life, the restart
-policy, an agent restart restoring every allocation in its state (dead ones: RecoverTask, then
-DestroyTask(force)), the node's ecs driver health from the plugin's fingerprint. Each failure path feeds
-the scenario what a broken driver would do (a stop by a stale restore, a job without restarts, an outage
-too short for the fingerprint) and shows the check that catches it.
+The fake client follows Nomad's (docs/nomad-notes.md, "How the client drives a task"): WaitTask open for a
+task's life, the restart policy, an agent restart restoring every allocation in its state (dead ones:
+RecoverTask, then DestroyTask(force)), the node's ecs driver health from the plugin's fingerprint. Each
+failure path feeds the scenario what a broken driver would do (a stop by a stale restore, a job without
+restarts, an outage too short for the fingerprint) and shows the check that catches it.
 
 The outage tests pause a moto server of their own, never the session's shared one.
 """
