@@ -33,7 +33,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,6 +45,7 @@ import requests
 from pysequoia.packet import PacketPile
 
 from ecsdemo.errors import EcsdemoError
+from ecsdemo.waiting import wait_until
 
 if os.name == "nt":
     import msvcrt
@@ -493,27 +493,28 @@ def _lock(path: Path, what: str, wait: float = LOCK_WAIT) -> Iterator[None]:
     """An exclusive lock on `path` (released when the process dies, so never stale)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("a+b") as f:
-        deadline = time.monotonic() + wait
-        while True:
-            try:
-                _try_lock(f)
-                break
-            except OSError:
-                if time.monotonic() >= deadline:
-                    raise EcsdemoError(f"another ecsdemo has been installing {what} for {wait:.0f}s (lock {path})",
-                                       hint="wait for it to finish, or stop it") from None
-                time.sleep(0.2)
+        try:
+            wait_until(f"another ecsdemo is installing {what}", lambda _max_block: _try_lock(f), bool, wait,
+                       interval=0.2)
+        except EcsdemoError:
+            raise EcsdemoError(f"another ecsdemo has been installing {what} for {wait:.0f}s (lock {path})",
+                               hint="wait for it to finish, or stop it") from None
         try:
             yield
         finally:
             _unlock(f)
 
 
-def _try_lock(f) -> None:
-    if os.name == "nt":
-        msvcrt.locking(f.fileno(), msvcrt.LK_NBLCK, 1)
-    else:
-        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+def _try_lock(f) -> bool:
+    """Take the lock without waiting; False when another process holds it."""
+    try:
+        if os.name == "nt":
+            msvcrt.locking(f.fileno(), msvcrt.LK_NBLCK, 1)
+        else:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return False
+    return True
 
 
 def _unlock(f) -> None:
