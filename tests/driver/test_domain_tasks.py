@@ -9,8 +9,8 @@ from datetime import datetime, timezone
 import msgpack
 import pytest
 
-from driver.aws import EcsApi, EcsTarget  # noqa: E402
-from driver.handle import (  # noqa: E402
+from driver.aws import EcsApi, EcsTarget
+from driver.handle import (
     FORMER_OWNERS_TAG,
     OWNER_SINCE_TAG,
     OWNER_TAG,
@@ -19,8 +19,8 @@ from driver.handle import (  # noqa: E402
     owner_digest,
     owner_mark,
 )
-from driver.state import DriverState, DriverStateError  # noqa: E402
-from driver.store import (  # noqa: E402
+from driver.state import DriverState, DriverStateError
+from driver.store import (
     DETACH_SIGNAL,
     StartError,
     StopTimeout,

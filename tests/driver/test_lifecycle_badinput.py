@@ -8,7 +8,7 @@ from google.protobuf.duration_pb2 import Duration
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from driver.pb import base_pb2, driver_pb2  # noqa: E402
+from driver.pb import base_pb2, driver_pb2
 from tests.support.plugin_calls import ALLOC_A, TASK, body, launch, recoverable, task_id
 
 FUZZ = settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))

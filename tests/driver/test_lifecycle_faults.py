@@ -8,7 +8,7 @@ import time
 import grpc
 from google.protobuf.duration_pb2 import Duration
 
-from driver.pb import driver_pb2  # noqa: E402
+from driver.pb import driver_pb2
 from tests.support import faultproxy
 from tests.support.plugin_calls import ALLOC_A, TASK, Events, arn_of, body, inspect, recoverable, task_id, wait_req
 

@@ -14,9 +14,9 @@ from datetime import datetime, timezone
 import grpc
 import pytest
 
-from driver.handle import FORMER_OWNERS_TAG, OWNER_TAG, owner_digest  # noqa: E402
-from driver.pb import driver_pb2  # noqa: E402
-from driver.state import DriverState  # noqa: E402
+from driver.handle import FORMER_OWNERS_TAG, OWNER_TAG, owner_digest
+from driver.pb import driver_pb2
+from driver.state import DriverState
 from tests.support import faultproxy
 from tests.support.aws import AwsHelper
 from tests.support.plugin_calls import (

@@ -11,7 +11,7 @@ import time
 import msgpack
 from google.protobuf.duration_pb2 import Duration
 
-from driver.pb import driver_pb2  # noqa: E402
+from driver.pb import driver_pb2
 from tests.support.plugin_calls import (
     ALLOC_A,
     ALLOC_B,
