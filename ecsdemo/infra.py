@@ -5,7 +5,8 @@ Layout in the state directory:
   skipped), `terraform.tfstate`, `terraform.tfvars.json` (the variables of the last apply), the chosen
   container definitions as `task-definition.json`, and in local mode only a generated provider override
   `local_override.tf.json`;
-- `infra.json`: mode (`local` or `aws`), the chosen task definition and the last outputs;
+- `infra.json`: mode (`local` or `aws`), the chosen task definition and the last outputs (the `Outputs`
+  type and the reading of this record live in `ecsdemo.outputs`, so adapters can read it too);
 - `logs/terraform.log`: the full output of every terraform command.
 
 Task definition choice: `apply(..., task_definition="base" | "updated" | <path>)` picks the container

@@ -1,6 +1,7 @@
-"""Adapter: render the Nomad agent configs and the demo job from the config and Terraform's outputs.
+"""Adapter: the HCL ecsdemo writes for Nomad, rendered from the Jinja2 templates in `templates/`.
 
-The Jinja2 templates live in `templates/`; the values come only from `DemoConfig` and `outputs.Outputs`.
+That is the agent configs, the demo job, and the plugin stanza `driver install` prints (the same template
+the client configs use). The values come only from `DemoConfig` and `outputs.Outputs`, never hand edits.
 Re-rendering the job with a new task definition revision is what replaces the upstream demo's `sed` step.
 """
 
