@@ -62,6 +62,7 @@ def test_cli_usage_error_is_not_a_traceback():
     assert "Traceback" not in r.stderr
 
 
+@pytest.mark.slow
 def test_moto_server_fixture_keeps_tasks_running(aws):
     ecs = aws.client("ecs")
     ecs.create_cluster(clusterName="c")

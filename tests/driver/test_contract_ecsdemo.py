@@ -9,6 +9,7 @@ import base64
 import uuid
 
 import hcl2
+import pytest
 from google.protobuf.duration_pb2 import Duration
 
 from driver.handle import OWNER_TAG
@@ -19,6 +20,8 @@ from ecsdemo.config import GROUP_NAME, JOB_ID, PLUGIN_NAME, TASK_NAME, DemoConfi
 from ecsdemo.nomad import NomadClient
 from ecsdemo.outputs import Outputs
 from ecsdemo.scenarios import checks
+
+pytestmark = pytest.mark.slow
 
 OPTS = hcl2.SerializationOptions(strip_string_quotes=True, explicit_blocks=False, with_comments=False)
 

@@ -101,6 +101,7 @@ _task_keys = st.sampled_from(["task_definition", "launch_type", "platform_versio
                               "enable_execute_command", "tags", "network_configuration"])
 
 
+@pytest.mark.slow
 @settings(max_examples=200, deadline=None)
 @given(st.one_of(_any, st.fixed_dictionaries({"task": st.dictionaries(_task_keys, _any, max_size=7)})))
 def test_fuzz_only_task_config_errors(value):

@@ -248,6 +248,7 @@ def test_stop_times_out_when_ecs_never_reports_stopped(world, moto_url):
     assert r.exit_code == 0
 
 
+@pytest.mark.slow
 def test_monitor_batches_describe_calls(world):
     arns = world.run_direct(150)
 
@@ -351,6 +352,7 @@ def test_ownership_claims_keep_former_owners_and_unsafe_ids_become_digests():
     assert Ownership.of(desc) == Ownership(b, (owner_digest(a),), now)
 
 
+@pytest.mark.slow
 def test_a_recovery_that_could_not_read_the_tags_yields_to_a_later_claim(world, moto_url):
     """B recovers while ECS is unreachable; C recovers (and claims) after that; when B can read the tags
     it sees a claim newer than its recovery and becomes a bystander instead of taking the task back."""

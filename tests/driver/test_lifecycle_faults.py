@@ -6,11 +6,14 @@ import threading
 import time
 
 import grpc
+import pytest
 from google.protobuf.duration_pb2 import Duration
 
 from driver.pb import driver_pb2
 from tests.support import faultproxy
 from tests.support.plugin_calls import ALLOC_A, TASK, Events, arn_of, body, inspect, recoverable, task_id, wait_req
+
+pytestmark = pytest.mark.slow
 
 HEALTHY = driver_pb2.FingerprintResponse.HEALTHY
 UNHEALTHY = driver_pb2.FingerprintResponse.UNHEALTHY

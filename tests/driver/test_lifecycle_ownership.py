@@ -55,6 +55,7 @@ def assert_still_running_for(world, arn, waiter, seconds=0.8):
     assert not waiter.done(), f"the owner's WaitTask returned: {waiter.result()}"
 
 
+@pytest.mark.slow
 def test_stale_restore_after_a_drain_leaves_the_replacements_task_alone(world, config, plugin_host):
     # A: StartTask, then the drain's StopTask(DETACH), WaitTask, DestroyTask(force) (task_runner.go handleKill).
     a = launch(plugin_host, config)
@@ -95,6 +96,7 @@ def test_stale_restore_after_a_drain_leaves_the_replacements_task_alone(world, c
     assert len(world.all_tasks()) == 1
 
 
+@pytest.mark.slow
 def test_lost_node_then_the_returning_client_stops_normally_and_one_process_serves_both(world, config, plugin_host):
     """kill -9 of A's client; B recovers; A's client comes back (Nomad 1.1-1.5: its alloc still "running"
     locally, so RecoverTask + WaitTask, then a *normal* StopTask when the server's stop arrives). One plugin
@@ -144,6 +146,7 @@ def test_lost_node_then_the_returning_client_stops_normally_and_one_process_serv
     assert world.describe(arn)["lastStatus"] == "STOPPED"
 
 
+@pytest.mark.slow
 def test_reattached_agent_restores_a_task_its_plugin_still_tracks(world, config, plugin_host):
     """A lost node whose agent died but whose plugin lived on (Nomad reattaches to it): the plugin still
     tracks id1 as its owner when B takes the task over elsewhere; the restored agent's RecoverTask(id1)
@@ -163,6 +166,7 @@ def test_reattached_agent_restores_a_task_its_plugin_still_tracks(world, config,
     assert (attrs["owner"], attrs["owned_by"]) == ("false", id2)
 
 
+@pytest.mark.slow
 def test_owner_restart_keeps_ownership_and_its_stop_still_stops(world, config, plugin_host):
     """The owner's own agent restart (RecoverTask with its own id) stays the owner."""
     a = launch(plugin_host, config)
@@ -252,6 +256,7 @@ def _region_world(world, region, count):
     return ecs, arns
 
 
+@pytest.mark.slow
 def test_recover_uses_the_region_in_driver_state(world, config, plugin_host):
     ecs_west, (arn_v1, arn_v2) = _region_world(world, "us-west-2", 2)
     states = [json_v1_state(arn_v1, world.cluster, "us-west-2"),
@@ -276,6 +281,7 @@ def test_recover_uses_the_region_in_driver_state(world, config, plugin_host):
         assert desc["lastStatus"] == "STOPPED" and desc["stoppedReason"].startswith("Stopped by Nomad")
 
 
+@pytest.mark.slow
 def test_all_three_driver_state_forms_are_recovered_and_adopted(world, config, plugin_host):
     """Our msgpack state, our earlier JSON state and the Go reference driver's state (a client switching
     drivers): each recovers under a new task id, adopts the ECS task (owner tag) and its stop stops it."""
@@ -308,6 +314,7 @@ def test_all_three_driver_state_forms_are_recovered_and_adopted(world, config, p
     assert len(world.tasks("RUNNING")) == 0 and len(world.all_tasks()) == 3  # no second task started
 
 
+@pytest.mark.slow
 def test_recover_with_a_stdout_fifo_nobody_reads_does_not_block(world, config, plugin_host, tmp_path):
     """A restored dead task has no logmon: its stdout FIFO exists with no reader. RecoverTask must answer,
     and output reaches the FIFO once a reader opens it."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 
 import msgpack
+import pytest
 from google.protobuf.duration_pb2 import Duration
 
 from driver.pb import driver_pb2
@@ -29,6 +30,7 @@ from tests.support.plugin_calls import (
 )
 
 
+@pytest.mark.slow
 def test_normal_life_start_monitor_inspect_stop(world, config, plugin_host, tmp_path):
     host = launch(plugin_host, config)
     events = Events(host)
@@ -80,6 +82,7 @@ def test_normal_life_start_monitor_inspect_stop(world, config, plugin_host, tmp_
     fifo.close()
 
 
+@pytest.mark.slow
 def test_drain_detach_on_a_recover_on_b_keeps_the_one_ecs_task(world, config, plugin_host):
     a = launch(plugin_host, config)
     tid_a = task_id(ALLOC_A)
@@ -106,6 +109,7 @@ def test_drain_detach_on_a_recover_on_b_keeps_the_one_ecs_task(world, config, pl
     events.close()
 
 
+@pytest.mark.slow
 def test_lost_node_kill_a_recover_on_b_runs_no_new_task(world, config, plugin_host):
     a = launch(plugin_host, config)
     handle = a.start_task(task_id(ALLOC_A), ALLOC_A, TASK, body(world)).handle
@@ -120,6 +124,7 @@ def test_lost_node_kill_a_recover_on_b_runs_no_new_task(world, config, plugin_ho
     assert [t["taskArn"] for t in tasks] == [arn_of(handle)] and tasks[0]["lastStatus"] == "RUNNING"
 
 
+@pytest.mark.slow
 def test_agent_restart_recover_same_id_resumes_monitoring(world, config, plugin_host, tmp_path):
     a = launch(plugin_host, config)
     tid = task_id(ALLOC_A)
@@ -156,6 +161,7 @@ def test_update_stops_old_revision_and_starts_new(world, config, plugin_host):
     assert len(world.all_tasks()) == 2
 
 
+@pytest.mark.slow
 def test_task_stopped_outside_nomad_ends_wait_with_ecs_reason(world, config, plugin_host):
     host = launch(plugin_host, config)
     events = Events(host)

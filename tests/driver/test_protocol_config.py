@@ -131,6 +131,7 @@ def test_decode_rejects_bad_configs_naming_key_and_value(data, message):
     assert message in str(err.value)
 
 
+@pytest.mark.slow
 def test_bad_set_config_is_an_error_and_the_plugin_keeps_serving_its_last_good_config(plugin_host, ecs_config):
     host = plugin_host()
     host.set_config(ecs_config)

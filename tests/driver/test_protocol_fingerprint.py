@@ -47,6 +47,7 @@ def test_disabled_is_undetected(plugin_host):
         fp.cancel()
 
 
+@pytest.mark.slow
 def test_before_set_config_is_undetected_then_follows_the_new_config(plugin_host, ecs_config):
     host = plugin_host()
     fp = open_fp(host)
@@ -62,6 +63,7 @@ def test_before_set_config_is_undetected_then_follows_the_new_config(plugin_host
         fp.cancel()
 
 
+@pytest.mark.slow
 def test_active_cluster_is_healthy_with_attributes(plugin_host, ecs_config):
     host = plugin_host()
     host.set_config(ecs_config)
@@ -77,6 +79,7 @@ def test_active_cluster_is_healthy_with_attributes(plugin_host, ecs_config):
         fp.cancel()
 
 
+@pytest.mark.slow
 def test_missing_cluster_is_unhealthy_and_recovers_when_created(plugin_host, aws):
     host = plugin_host()
     host.set_config({"enabled": True, "cluster": "later", "region": aws.region, "endpoint": aws.url,
@@ -94,6 +97,7 @@ def test_missing_cluster_is_unhealthy_and_recovers_when_created(plugin_host, aws
         fp.cancel()
 
 
+@pytest.mark.slow
 def test_inactive_cluster_is_unhealthy(plugin_host, ecs_config, aws):
     aws.client("ecs").delete_cluster(cluster="demo")
     host = plugin_host()
@@ -106,6 +110,7 @@ def test_inactive_cluster_is_unhealthy(plugin_host, ecs_config, aws):
         fp.cancel()
 
 
+@pytest.mark.slow
 def test_no_credentials_is_unhealthy_with_a_hint(plugin_host, ecs_config, tmp_path, monkeypatch):
     for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
         monkeypatch.delenv(key, raising=False)
@@ -123,6 +128,7 @@ def test_no_credentials_is_unhealthy_with_a_hint(plugin_host, ecs_config, tmp_pa
     assert "testing" not in host.stderr_path.read_text()  # and no secret ever reaches the logs
 
 
+@pytest.mark.slow
 def test_unreachable_endpoint_is_unhealthy(plugin_host, ecs_config):
     dead = f"http://127.0.0.1:{free_port()}"
     host = plugin_host()
@@ -136,6 +142,7 @@ def test_unreachable_endpoint_is_unhealthy(plugin_host, ecs_config):
         fp.cancel()
 
 
+@pytest.mark.slow
 def test_agent_start_sequence_then_fingerprint_and_events_together(plugin_host, ecs_config):
     started = plugin_host.agent_start(ecs_config)
     assert started.info.name == "ecs"
@@ -158,6 +165,7 @@ def test_agent_start_sequence_then_fingerprint_and_events_together(plugin_host, 
         assert host.extra_stdout == b""
 
 
+@pytest.mark.slow
 def test_two_plugin_processes_at_once(plugin_host, ecs_config):
     a, b = plugin_host(), plugin_host()
     assert a.handshake.address != b.handshake.address

@@ -53,6 +53,7 @@ def run_gohost(gohost: Path, calls: list[tuple[str, bytes]]) -> tuple[list[dict]
     return results, host_log
 
 
+@pytest.mark.slow
 def test_go_plugin_host_handshakes_pings_calls_and_kills(gohost):
     base = "/hashicorp.nomad.plugins.base.proto.BasePlugin/"
     schema_bytes = base_pb2.ConfigSchemaRequest().SerializeToString()

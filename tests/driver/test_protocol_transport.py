@@ -122,6 +122,7 @@ def test_health_service_reports_plugin_serving(plugin_host):
     assert resp.status == health_pb2.HealthCheckResponse.SERVING
 
 
+@pytest.mark.slow
 def test_stdio_stream_stays_silent_until_cancelled(plugin_host):
     from google.protobuf import empty_pb2
 
@@ -133,6 +134,7 @@ def test_stdio_stream_stays_silent_until_cancelled(plugin_host):
     assert host.plugin_info().name == "ecs"
 
 
+@pytest.mark.slow
 def test_task_events_stream_stays_open(plugin_host):
     host = plugin_host()
     call = host.driver.TaskEvents(driver_pb2.TaskEventsRequest(), timeout=0.7)

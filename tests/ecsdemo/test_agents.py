@@ -89,6 +89,7 @@ def test_stop_sends_sigterm_and_forgets_the_record(cfg):
     assert agents.stop_agent(cfg, "nomad-client-1") == "not recorded"
 
 
+@pytest.mark.slow
 def test_agent_that_ignores_sigterm_is_killed_after_the_grace_period(cfg, monkeypatch):
     monkeypatch.setenv("STANDIN_IGNORE_TERM", "1")
     rec = agents.start_agent(cfg, "nomad-server")
@@ -100,6 +101,7 @@ def test_agent_that_ignores_sigterm_is_killed_after_the_grace_period(cfg, monkey
     assert "ignoring it" in Path(rec.log).read_text()
 
 
+@pytest.mark.slow
 def test_plugins_the_agent_launched_are_stopped_too(cfg, monkeypatch):
     monkeypatch.setenv("STANDIN_SPAWN_PLUGIN", "1")
     rec = agents.start_agent(cfg, "nomad-client-1")
@@ -109,6 +111,7 @@ def test_plugins_the_agent_launched_are_stopped_too(cfg, monkeypatch):
     assert wait_for(lambda: not child.is_running() or child.status() == psutil.STATUS_ZOMBIE, 5)
 
 
+@pytest.mark.slow
 def test_orphaned_plugin_of_an_agent_killed_by_hand_is_cleaned_up(cfg, monkeypatch):
     monkeypatch.setenv("STANDIN_SPAWN_PLUGIN", "1")
     rec = agents.start_agent(cfg, "nomad-client-1")
@@ -204,6 +207,7 @@ def test_bad_records_and_configs_are_clear_errors(cfg, monkeypatch):
         agents.start_agent(cfg, "nomad-client-1")
 
 
+@pytest.mark.slow
 def test_plugins_of_a_killed_then_restarted_agent_are_cleaned_up_on_stop(cfg, monkeypatch):
     monkeypatch.setenv("STANDIN_SPAWN_PLUGIN", "1")
     first = agents.start_agent(cfg, "nomad-client-1")

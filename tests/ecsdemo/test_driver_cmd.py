@@ -73,6 +73,7 @@ def test_the_client_config_holds_the_stanza_driver_install_prints(tmp_path, endp
     assert client.endswith("\n" + printed)
 
 
+@pytest.mark.slow
 def test_installed_launcher_passes_the_check_against_moto(tmp_path, aws):
     aws.client("ecs").create_cluster(clusterName="checked")
     launcher = driverctl.install_launcher(tmp_path / "plugins")
@@ -90,6 +91,7 @@ def test_installed_launcher_passes_the_check_against_moto(tmp_path, aws):
     assert json.loads((tmp_path / "plugin.log").read_text().splitlines()[0])["@level"]
 
 
+@pytest.mark.slow
 def test_check_reports_an_unhealthy_driver_and_a_bad_config(tmp_path, aws):
     launcher = driverctl.install_launcher(tmp_path / "plugins")
     env = dict(os.environ, AWS_EC2_METADATA_DISABLED="true")
@@ -115,6 +117,7 @@ def test_check_of_something_that_is_not_a_plugin(tmp_path):
     assert "exited with code 3" in report.steps[0].detail and "not a plugin" in report.steps[0].detail
 
 
+@pytest.mark.slow
 def test_cli_install_then_check_local(tmp_path):
     plugins = tmp_path / "plugins"
     res = run_cli("driver", "install", "--plugin-dir", str(plugins), "--state-dir", str(tmp_path / "st"),
@@ -160,6 +163,7 @@ def test_cli_serve_speaks_go_plugin(tmp_path):
         host.kill()
 
 
+@pytest.mark.slow
 def test_cli_check_uses_the_saved_local_demo_endpoint(tmp_path, aws):
     state = StateDir(tmp_path / "st").ensure()
     DemoConfig(state_dir=state.root, local=True, name="saved-demo", render_dir=tmp_path / "nomad").save()

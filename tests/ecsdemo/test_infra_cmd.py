@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import hcl2
+import pytest
 
 from ecsdemo import infra, local
 from ecsdemo.config import DemoConfig
@@ -27,6 +28,7 @@ def cli(*args: str, state=None, env: dict[str, str] | None = None) -> subprocess
     return r
 
 
+@pytest.mark.slow
 def test_local_start_status_stop(state):
     r = cli("local", "start", "--json", state=state)
     assert r.returncode == 0, r.stderr
@@ -65,6 +67,7 @@ def test_destroy_with_nothing_applied_needs_no_terraform(state, tmp_path):
     assert json.loads(r.stdout) == {"destroyed": False}
 
 
+@pytest.mark.slow
 def test_bad_apply_input_is_a_clean_error(state, tmp_path):
     r = cli("infra", "apply", "--local", "--region", "mars-north-1", state=state)
     assert r.returncode == 1 and "unknown AWS region 'mars-north-1'" in r.stderr
@@ -78,6 +81,7 @@ def test_bad_apply_input_is_a_clean_error(state, tmp_path):
     assert state.read_json(infra.INFRA_FILE) is None
 
 
+@pytest.mark.slow
 def test_outputs_json_and_render_from_the_state_dir(state, tmp_path):
     out = Outputs(demo_subnet_id="subnet-77", demo_security_group_id="sg-88", cluster_name="cl", region="us-west-2",
                   task_definition_family="fam", task_definition_revision=4,

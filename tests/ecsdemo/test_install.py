@@ -137,6 +137,7 @@ def test_terraform_default_is_the_newest_1_x(tmp_path, keys, cache):
     assert (cache / "bin" / "terraform" / "1.11.4" / "terraform").is_file()
 
 
+@pytest.mark.slow
 def test_two_concurrent_installs_download_once(tree, server, keys, cache):
     server.httpd.slow[f"/nomad/1.9.5/{tree.zip_name('1.9.5', *releases.platform_os_arch())}"] = 1.5
     procs = [subprocess.Popen([sys.executable, "-m", "ecsdemo", "install", "nomad", "--version", "1.9.5"],
@@ -232,6 +233,7 @@ def test_the_default_key_refuses_a_mirror_signed_by_another(tree, keys, cache):
     assert installed(cache) == []
 
 
+@pytest.mark.slow
 def test_bad_input(tree, keys, cache, tmp_path):
     url = tree.root.as_uri()
     res = ecsdemo("install", "vault", url=url, key=keys["file"], cache=cache)
@@ -296,6 +298,7 @@ def _source(*certs) -> releases.Source:
     return releases.Source("file:///x", list(certs), "the test key")
 
 
+@pytest.mark.slow
 def test_a_key_renewed_later_still_verifies_older_signatures_with_its_history(tmp_path):
     """What happened to HashiCorp's key: re-certified later (new self-signatures, new expiry). A copy with
     only the new self-signatures no longer verifies a signature made before them; with the history it does."""
@@ -326,6 +329,7 @@ def renewed_time(cert) -> dt.datetime:
     return max(p.signature_created for p in PacketPile.from_bytes(bytes(cert)) if p.tag == Tag.Signature)
 
 
+@pytest.mark.slow
 def test_a_signature_made_after_the_key_expired_is_refused():
     tsk = pysequoia.Tsk.generate("expiring <e@example.invalid>", validity_seconds=3600)
     data = b"sums\n"

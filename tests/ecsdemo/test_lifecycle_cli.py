@@ -11,6 +11,7 @@ import subprocess
 import sys
 
 import psutil
+import pytest
 from typer.testing import CliRunner
 
 from ecsdemo import agents, lifecycle
@@ -34,6 +35,7 @@ def ecsdemo(*args: str, env: dict | None = None, timeout: float = 60) -> subproc
     return res
 
 
+@pytest.mark.slow
 def test_run_status_logs_teardown_through_the_cli(demo):
     demo.add_nodes()
     sd = str(demo.cfg.state_dir)
@@ -104,6 +106,7 @@ def test_logs_without_a_running_allocation(nomad_demo):
 
 
 # --- bad input, through the real entry point: a message, never a traceback --------------------------
+@pytest.mark.slow
 def test_commands_without_a_demo(tmp_path):
     for command in ("run", "status", "logs"):
         res = ecsdemo(command, "--state-dir", str(tmp_path / "none"))
@@ -114,6 +117,7 @@ def test_commands_without_a_demo(tmp_path):
     assert res.returncode == 0 and "Torn down" in res.stdout, res.stderr
 
 
+@pytest.mark.slow
 def test_corrupt_state_files(tmp_path):
     (tmp_path / "config.json").write_text("{not json")
     res = ecsdemo("status", "--state-dir", str(tmp_path))
@@ -125,6 +129,7 @@ def test_corrupt_state_files(tmp_path):
         assert res.returncode == 1 and "agents.json is corrupt" in res.stderr and "Traceback" not in res.stderr
 
 
+@pytest.mark.slow
 def test_bad_flags_and_values(tmp_path):
     res = ecsdemo("up", "--clients", "0", "--state-dir", str(tmp_path))
     assert res.returncode == 2 and "--clients" in res.stderr
@@ -164,6 +169,7 @@ def test_up_refuses_to_switch_mode_under_a_live_demo(nomad_demo):
     assert res.returncode == 1 and "cannot switch to --aws" in res.stderr and "teardown" in res.stderr
 
 
+@pytest.mark.slow
 def test_stale_state_dir_from_a_previous_run(nomad_demo):
     demo = nomad_demo
     agents.start_all(demo.cfg)

@@ -45,6 +45,7 @@ def test_start_cluster_again_reuses_what_is_up(nomad_demo):
     assert sum("already running" in t for t in demo.reporter.texts("info")) == 3
 
 
+@pytest.mark.slow
 def test_unhealthy_driver_is_reported_with_nomads_description(nomad_demo):
     demo = nomad_demo
     demo.bridge_agents(healthy=False, description="AWS returned 0 ECS clusters, expected 1")
@@ -57,6 +58,7 @@ def test_unhealthy_driver_is_reported_with_nomads_description(nomad_demo):
     assert set(agents.load(demo.cfg)) == {"nomad-server", "nomad-client-1", "nomad-client-2"}  # recorded for teardown
 
 
+@pytest.mark.slow
 def test_no_leader_times_out_with_the_reason(nomad_demo):
     demo = nomad_demo
     demo.fake.set_leader(False)
@@ -77,6 +79,7 @@ def test_agent_that_dies_at_start_fails_fast_with_its_log(nomad_demo, monkeypatc
 
 
 # --- run -------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_run_parses_registers_and_waits_for_the_running_ecs_task_and_reruns(demo):
     demo.add_nodes()
     result = lifecycle.run(demo.cfg, demo.reporter, fast_timing())
@@ -97,6 +100,7 @@ def test_run_parses_registers_and_waits_for_the_running_ecs_task_and_reruns(demo
     assert (again.alloc_id, again.task_arn) == (result.alloc_id, result.task_arn)
 
 
+@pytest.mark.slow
 def test_run_without_a_healthy_driver_says_why_nomad_could_not_place_it(demo):
     demo.add_nodes(healthy=False)
     with pytest.raises(EcsdemoError) as err:
@@ -105,6 +109,7 @@ def test_run_without_a_healthy_driver_says_why_nomad_could_not_place_it(demo):
     assert "ecs driver" in err.value.hint
 
 
+@pytest.mark.slow
 def test_run_shows_nomads_own_error_text(demo):
     demo.add_nodes()
     demo.fake.fail_next("POST", "/v1/jobs", 500, "1 error occurred:\n\t* Task group has no tasks\n")
@@ -113,6 +118,7 @@ def test_run_shows_nomads_own_error_text(demo):
     assert len([r for r in demo.fake.requests if r.path == "/v1/jobs"]) == 1
 
 
+@pytest.mark.slow
 def test_run_when_the_task_fails_to_start_reports_the_driver_error(demo):
     import dataclasses
 
@@ -142,6 +148,7 @@ def test_run_when_nomad_is_down(nomad_demo):
 
 
 # --- teardown --------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_teardown_stops_job_task_and_agents_and_is_idempotent(demo):
     demo.bridge_agents()
     lifecycle.start_cluster(demo.cfg, demo.reporter, demo.ecs_demo.endpoint, fast_timing())
@@ -168,6 +175,7 @@ def test_teardown_stops_job_task_and_agents_and_is_idempotent(demo):
     assert len(demo.fake.requests_to("DELETE", "/v1/job/nomad-ecs-demo")) == deletes
 
 
+@pytest.mark.slow
 def test_teardown_after_agents_were_killed_by_hand_stops_the_left_task(demo):
     demo.bridge_agents()
     lifecycle.start_cluster(demo.cfg, demo.reporter, demo.ecs_demo.endpoint, fast_timing())

@@ -27,6 +27,7 @@ def _wait_dead(pid: int, timeout: float = 10) -> bool:
     return False
 
 
+@pytest.mark.slow
 def test_start_reuse_status_stop(state):
     rep = RecordingReporter()
     url = local.ensure_local_endpoint(state, rep)
@@ -68,6 +69,7 @@ def test_start_reuse_status_stop(state):
     assert local.stop_local_endpoint(state) is False          # stopping again is fine
 
 
+@pytest.mark.slow
 def test_dead_endpoint_is_reported_and_replaced(state):
     url = local.ensure_local_endpoint(state, RecordingReporter())
     old = state.read_json(local.LOCAL_FILE)

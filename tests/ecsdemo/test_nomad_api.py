@@ -161,6 +161,7 @@ def test_leader_version_and_agent_health():
 
 # --- against a running cluster ----------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_client_node_id_reads_each_client_agents_own_port(nomad_cluster):
     fake = nomad_cluster
     for node_id in fake.node_ids:
@@ -171,6 +172,7 @@ def test_client_node_id_reads_each_client_agents_own_port(nomad_cluster):
     assert all(node_ecs_driver(n) == (True, True, "Healthy") for n in nodes)
 
 
+@pytest.mark.slow
 def test_parse_register_and_read_the_running_job(nomad_cluster, ecs_demo, aws):
     client, out = _run_job(nomad_cluster, ecs_demo)
     parse = nomad_cluster.requests_to("POST", "/v1/jobs/parse")[-1]
@@ -189,6 +191,7 @@ def test_parse_register_and_read_the_running_job(nomad_cluster, ecs_demo, aws):
     assert any(a["ID"] == alloc["ID"] for a in client.node_allocations(alloc["NodeID"]))
 
 
+@pytest.mark.slow
 def test_drain_posts_a_spec_body_and_undrain_marks_eligible(nomad_cluster, ecs_demo):
     client, _ = _run_job(nomad_cluster, ecs_demo)
     node_id = live_allocation(client.job_allocations(JOB))["NodeID"]
@@ -207,6 +210,7 @@ def test_drain_posts_a_spec_body_and_undrain_marks_eligible(nomad_cluster, ecs_d
     assert client.node(node_id)["SchedulingEligibility"] == "ineligible"
 
 
+@pytest.mark.slow
 def test_wait_job_allocations_is_a_real_blocking_query(nomad_cluster, ecs_demo):
     client, _ = _run_job(nomad_cluster, ecs_demo)
     allocs, index = client.wait_job_allocations(JOB, 0, 2)
@@ -224,6 +228,7 @@ def test_wait_job_allocations_is_a_real_blocking_query(nomad_cluster, ecs_demo):
     assert newer > index and time.monotonic() - started < 4
 
 
+@pytest.mark.slow
 def test_stop_job_and_purge(nomad_cluster, ecs_demo):
     client, _ = _run_job(nomad_cluster, ecs_demo)
     client.stop_job(JOB)
@@ -235,6 +240,7 @@ def test_stop_job_and_purge(nomad_cluster, ecs_demo):
     assert client.stop_job("never-registered")["EvalID"] == ""
 
 
+@pytest.mark.slow
 def test_read_and_follow_logs(nomad_cluster, ecs_demo):
     client, _ = _run_job(nomad_cluster, ecs_demo)
     alloc = live_allocation(client.job_allocations(JOB))

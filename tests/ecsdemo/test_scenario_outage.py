@@ -44,6 +44,7 @@ def _status(pid: int) -> str:
     return psutil.Process(pid).status()
 
 
+@pytest.mark.slow
 def test_paused_endpoint_does_not_answer_and_answers_again(endpoint_state):
     state, proc = endpoint_state
     with local.paused_local_endpoint(state) as rec:

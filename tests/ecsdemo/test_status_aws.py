@@ -50,6 +50,7 @@ def cluster(aws):
     return Cluster(aws, DemoConfig().name)
 
 
+@pytest.mark.slow
 def test_cluster_tasks_lists_running_and_stopped_with_tags(tmp_path, aws, cluster):
     cfg = make_cfg(tmp_path, aws.url)
     tagged = cluster.run(started_by=f"nomad-{ALLOC[:30]}", tags={"nomad:alloc_id": ALLOC})
@@ -65,6 +66,7 @@ def test_cluster_tasks_lists_running_and_stopped_with_tags(tmp_path, aws, cluste
     assert ecs_aws.task_revision(running[tagged]) == f"{cluster.name}:1"
 
 
+@pytest.mark.slow
 def test_missing_cluster_has_no_tasks(tmp_path, aws):
     cfg = make_cfg(tmp_path, aws.url)
     assert ecs_aws.cluster_tasks(cfg) == []
@@ -82,6 +84,7 @@ def test_task_owner_from_tag_or_started_by():
     assert not ecs_aws.is_driver_task({"startedBy": "ecs-svc/123"})
 
 
+@pytest.mark.slow
 def test_stop_driver_tasks_stops_only_driver_tasks_and_waits(tmp_path, aws, cluster):
     cfg = make_cfg(tmp_path, aws.url)
     ours = [cluster.run(started_by=f"nomad-{ALLOC[:30]}"),

@@ -194,6 +194,7 @@ def test_watcher_sees_nomad_come_up(tmp_path, ecs_demo, moto_server):
             fake.stop()
 
 
+@pytest.mark.slow
 def test_no_demo_is_said_plainly(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "ecsdemo", "watch", "--once", "--state-dir", str(tmp_path / "none")],
                           capture_output=True, text=True, timeout=60)

@@ -48,6 +48,7 @@ def calls(fake, node_id: str, alloc_id: str) -> list[tuple]:
             for rpc, tid, detail, err in fake.runtime.nodes[node_id].call_log(alloc_id)]
 
 
+@pytest.mark.slow
 def test_task_stopped_outside_nomad_is_noticed_and_restarted(nomad_cluster, ecs_demo, aws):
     fake = nomad_cluster
     run_job(fake, restarting_job(ecs_demo))
@@ -74,6 +75,7 @@ def test_task_stopped_outside_nomad_is_noticed_and_restarted(nomad_cluster, ecs_
     assert log[0][1] != log[3][1] and log[2][2] == {"force": True}
 
 
+@pytest.mark.slow
 def test_restart_attempts_used_up_fail_the_allocation(nomad_cluster, ecs_demo, aws):
     fake = nomad_cluster
     run_job(fake, restarting_job(ecs_demo, attempts=1))
@@ -92,6 +94,7 @@ def test_restart_attempts_used_up_fail_the_allocation(nomad_cluster, ecs_demo, a
     assert events(alloc)[-2] == "Terminated"
 
 
+@pytest.mark.slow
 def test_a_job_without_restarts_fails_at_the_first_exit(nomad_cluster, ecs_demo, aws):
     fake = nomad_cluster
     run_job(fake, ecs_demo.job_hcl())          # restart { attempts = 0 }
@@ -158,6 +161,7 @@ def test_driver_health_follows_the_plugins_fingerprint(proxied, ecs_demo):
     fake.wait_for(lambda c: c.nodes[n1]["Drivers"]["ecs"]["Healthy"], timeout=20, message="healthy again")
 
 
+@pytest.mark.slow
 def test_restarted_client_restores_a_drained_alloc_recover_then_forced_destroy(nomad_cluster, ecs_demo, aws):
     """task_runner.go Restore/Run: the drained (dead) allocation's saved handle is recovered under its OLD task
     id, then destroyed with force. The plugin must not stop the ECS task the replacement owns."""
@@ -215,6 +219,7 @@ def test_returning_lost_client_kill_signal_by_version(version, signal, ecs_demo,
         runtime.close()
 
 
+@pytest.mark.slow
 def test_restore_of_a_running_task_that_cannot_be_recovered_destroys_it_and_starts_another(nomad_cluster, ecs_demo, aws):
     """task_runner.go restoreHandle: RecoverTask fails for a running task -> DestroyTask(force), a "Failed
     Restoring Task" event, a wait for the servers, then a StartTask: a second ECS task, the first one leaks."""

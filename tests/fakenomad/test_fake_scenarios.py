@@ -6,10 +6,13 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
 import requests
 
 from tests.fakenomad import FakeNomad, PluginRuntime, Timings
 from tests.support.fake_nomad import JOB, TASK, api, arn_of, ecs_task, events, healthy_alloc, run_job
+
+pytestmark = pytest.mark.slow
 
 # `aws` and `ecs_demo` (tests/support/aws.py): the demo's ECS resources made once for this module (moto's
 # EC2 is slow); each test starts with no running task instead of a wiped moto.

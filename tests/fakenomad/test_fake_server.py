@@ -161,6 +161,7 @@ def test_destructive_update_with_no_node_is_undone_until_one_can_take_it(server)
 
 # --- drain ------------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 @pytest.mark.parametrize("server", ["1.1.0", "1.6.5"], indirect=True)
 def test_drain_with_no_other_node_stops_the_alloc_and_places_a_fresh_one_later(server):
     fake, client = server
@@ -206,6 +207,7 @@ def test_drain_with_another_node_hands_the_task_handle_over(server):
 
 # --- rescheduling -----------------------------------------------------------------------------------
 
+@pytest.mark.slow
 @pytest.mark.parametrize("server", ["1.6.5", "1.9.7"], indirect=True)
 def test_failed_alloc_is_rescheduled_with_exponential_delay_on_another_node(server):
     fake, client = server
@@ -245,6 +247,7 @@ def test_failed_alloc_is_rescheduled_with_exponential_delay_on_another_node(serv
     assert [e["Delay"] for e in stub["RescheduleTracker"]["Events"]] == [5 * NS, 10 * NS]
 
 
+@pytest.mark.slow
 def test_reschedule_attempts_run_out(server):
     fake, client = server
     add_node(fake, "nomad-client-1")
@@ -283,6 +286,7 @@ def test_failure_before_healthy_in_a_deployment_is_rescheduled_after_the_watcher
 
 # --- lost node and agent restart --------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_returning_lost_node_keeps_its_alloc_lost_and_accepts_a_1_5_running_update():
     with FakeNomad(version="1.5.6", timings=Timings.fast(min_healthy_time=0.2)) as fake:
         client = NomadClient(fake.address, timeout=5)
@@ -314,6 +318,7 @@ def test_returning_lost_node_keeps_its_alloc_lost_and_accepts_a_1_5_running_upda
         assert [a["ID"] for a in live(client)] == [a2]  # and the scheduler places nothing new
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("server", ["1.6.5", "1.9.7"], indirect=True)
 def test_reschedule_with_no_node_stops_the_alloc_and_1_9_retries_it_later(server):
     fake, client = server

@@ -135,6 +135,7 @@ def test_server_and_client_agents_drive_tasks_through_the_plugin(tmp_path, procs
     assert ecs.describe_tasks(cluster=ecs_demo.cluster, tasks=[arn])["tasks"][0]["lastStatus"] == "RUNNING"
 
 
+@pytest.mark.slow
 def test_client_without_the_plugin_registers_an_undetected_driver(tmp_path, procs):
     http, rpc, client_http = free_port(), free_port(), free_port()
     (tmp_path / "server.hcl").write_text(

@@ -137,6 +137,7 @@ def test_node_and_stub_shapes(bare):
     assert r.status_code == 200 and r.json() == {"client": {"ok": True, "message": "ok"}}
 
 
+@pytest.mark.slow
 def test_version_switch_1_1(ecs_demo):
     with FakeNomad(version="1.1.0", timings=Timings.fast()) as fake:
         n1 = add_node(fake, "nomad-client-1")
@@ -179,6 +180,7 @@ def test_parse_shape(bare, ecs_demo):
     assert raw["TaskGroups"][0]["Migrate"] is None and raw["Priority"] is None
 
 
+@pytest.mark.slow
 def test_alloc_omitempty_and_stub_keys(nomad_cluster, ecs_demo):
     fake = nomad_cluster
     job = requests.post(f"{fake.address}/v1/jobs/parse", json={"JobHCL": ecs_demo.job_hcl(), "Canonicalize": True},
@@ -240,6 +242,7 @@ def test_no_leader_and_failure_injection(bare):
         requests.get(address + "/v1/nodes", timeout=2)
 
 
+@pytest.mark.slow
 def test_logs_framing_and_errors(bare, ecs_demo):
     fake = bare
     add_node(fake, "nomad-client-1")
