@@ -106,8 +106,9 @@ def test_timeline_from_samples_parsed_back():
 
 def test_moment_kinds_from_step_texts():
     kinds = {t: html_report.moment_kind(t) for t in (
-        "Drain nomad-client-1 (deadline 120s)", "Disable the drain on nomad-client-1", "Kill -9 client agent nomad-client-1",
-        "Restart client agent nomad-client-1", "Register the job (demo:1 -> demo:2)", "Stop job nomad-ecs-demo",
+        "Drain nomad-client-1 (deadline 120s)", "Disable the drain on nomad-client-1",
+        "Kill -9 client agent nomad-client-1", "Restart client agent nomad-client-1",
+        "Register the job (demo:1 -> demo:2)", "Stop job nomad-ecs-demo",
         "Stop ECS task arn:x outside Nomad (reason 'x')", "Wait for the ECS task to stop",
         "Pause the local AWS endpoint for 40s", "the local AWS endpoint answers again")}
     assert list(kinds.values()) == ["drain", "undrain", "kill", "restart", "update", "stop", "kill", None,

@@ -124,7 +124,8 @@ def test_drain_detects_a_second_task_of_the_job(demo):
     report = runner.run("drain", demo.env())
     c = checks_of(report, "drain")
     assert c["ECS task ARN unchanged (allocations' task handles)"].ok
-    assert not c["exactly one ECS task of the job RUNNING"].ok and len(c["exactly one ECS task of the job RUNNING"].after) == 2
+    one_running = c["exactly one ECS task of the job RUNNING"]
+    assert not one_running.ok and len(one_running.after) == 2
     assert report.exit_code == 1
 
 
