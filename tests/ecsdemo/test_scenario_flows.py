@@ -27,6 +27,8 @@ from ecsdemo.scenarios import runner
 from tests.support.moto_world import FAMILY
 from tests.support.scenario_demo import FAST, Demo, checks_of, failures, make_demo, stop_demo
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture
 def demo_factory(module_aws, tmp_path):

@@ -154,6 +154,7 @@ def test_client_restart_catches_a_stopped_task(demo_factory):
     assert c["client back with the same node ID"].ok
 
 
+@pytest.mark.slow
 def test_client_restart_needs_a_handed_over_allocation(demo_factory):
     demo = demo_factory()
     report = runner.run("client-restart", make_env(demo))
@@ -163,6 +164,7 @@ def test_client_restart_needs_a_handed_over_allocation(demo_factory):
     assert all(p.poll() is None for p in demo.procs.values())   # no agent was touched
 
 
+@pytest.mark.slow
 def test_client_restart_only_restarts_agents_ecsdemo_started(demo_factory):
     from ecsdemo import agents as agents_mod
 
@@ -244,6 +246,7 @@ def test_outage_too_short_for_the_fingerprint_fails_and_says_why(outage_demo):
     assert local.is_healthy(proc.url)
 
 
+@pytest.mark.slow
 def test_outage_needs_an_endpoint_ecsdemo_started(demo_factory):
     demo = demo_factory()            # its local.json names the session's moto server by URL only
     report = runner.run("outage", make_env(demo, outage_for=1.0))
@@ -252,6 +255,7 @@ def test_outage_needs_an_endpoint_ecsdemo_started(demo_factory):
     assert local.is_healthy(demo.aws.url)
 
 
+@pytest.mark.slow
 def test_outage_with_aws_is_skipped_as_not_applicable(demo_factory):
     demo = demo_factory()
     env = make_env(demo)
