@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import io
 import subprocess
 import sys
 
 import pytest
+import typer
+from rich.console import Console
 
-from ecsdemo import paths
+from ecsdemo import cli, paths
 from ecsdemo.config import DemoConfig
+from ecsdemo.console import RichReporter
 from ecsdemo.errors import EcsdemoError
 from ecsdemo.state import StateDir
 
@@ -72,10 +76,6 @@ def test_moto_server_fixture_keeps_tasks_running(aws):
 
 
 def test_cli_propagates_a_commands_exit_code(monkeypatch):
-    import typer
-
-    from ecsdemo import cli
-
     @cli.app.command("exit-seven-for-test", hidden=True)
     def _seven():
         raise typer.Exit(7)
@@ -90,9 +90,6 @@ def test_cli_propagates_a_commands_exit_code(monkeypatch):
 
 
 def test_error_messages_are_printed_verbatim_on_one_line(monkeypatch, capsys):
-    from ecsdemo import cli
-    from ecsdemo.errors import EcsdemoError
-
     long_arn = "arn:aws:ecs:us-east-1:123456789012:task/nomad-remote-driver-demo/" + "0" * 32
     message = f"task [bold]{long_arn}[/bold] is missing from ['subnet-1']"
 
@@ -109,12 +106,6 @@ def test_error_messages_are_printed_verbatim_on_one_line(monkeypatch, capsys):
 
 
 def test_rich_reporter_shows_text_verbatim():
-    import io
-
-    from rich.console import Console
-
-    from ecsdemo.console import RichReporter
-
     buf = io.StringIO()
     rep = RichReporter(out=Console(file=buf, width=200, force_terminal=False))
     with rep.step("terraform apply [plan]"):

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pysequoia
 import pytest
+from pysequoia.packet import PacketPile, Tag
 
 from ecsdemo import releases
 from ecsdemo.errors import EcsdemoError
@@ -213,7 +214,8 @@ def test_a_truncated_zip_in_a_mirror_fails_its_checksum(tmp_path, keys, cache):
     z.write_bytes(z.read_bytes()[:100])
     res = ecsdemo("install", "nomad", url=t.root.as_uri(), key=keys["file"], cache=cache)
     err = " ".join(res.stderr.split())
-    assert res.returncode == 1 and f"checksum mismatch for nomad_1.9.7_{PLATFORM}.zip (an incomplete zip of 100 bytes" in err
+    assert res.returncode == 1
+    assert f"checksum mismatch for nomad_1.9.7_{PLATFORM}.zip (an incomplete zip of 100 bytes" in err
     assert installed(cache) == []
 
 
@@ -281,8 +283,6 @@ def test_shipped_hashicorp_key():
 def test_shipped_key_binds_its_signing_subkey_for_old_and_new_releases():
     """Sequoia accepts a signature only if the signing subkey was bound (by a self-signature) when it was
     made: the shipped key must carry a binding valid on Nomad 1.9.7's release day and one until 2030."""
-    from pysequoia.packet import PacketPile, Tag
-
     (cert,) = releases.source(url="file:///nowhere").keys
     spans, current = [], None
     for p in PacketPile.from_bytes(bytes(cert)):
@@ -309,11 +309,10 @@ def test_a_key_renewed_later_still_verifies_older_signatures_with_its_history(tm
     time.sleep(1.2)
     renewed = pysequoia.Cert.from_bytes(bytes(old.set_expiration(
         dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=30), tsk.certifier())))
-    from pysequoia.packet import PacketPile, Tag
-
     newest_only = pysequoia.Cert.from_packets([
         p for p in PacketPile.from_bytes(bytes(renewed))
-        if not (p.tag == Tag.Signature and p.signature_created is not None and p.signature_created < renewed_time(renewed))])
+        if not (p.tag == Tag.Signature and p.signature_created is not None
+                and p.signature_created < renewed_time(renewed))])
     with pytest.raises(EcsdemoError, match="bad signature"):
         releases.verify_signature(data, sig, _source(newest_only), "SUMS")
     (tmp_path / "new.asc").write_text(str(newest_only))
@@ -324,8 +323,6 @@ def test_a_key_renewed_later_still_verifies_older_signatures_with_its_history(tm
 
 
 def renewed_time(cert) -> dt.datetime:
-    from pysequoia.packet import PacketPile, Tag
-
     return max(p.signature_created for p in PacketPile.from_bytes(bytes(cert)) if p.tag == Tag.Signature)
 
 

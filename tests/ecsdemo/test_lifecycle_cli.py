@@ -57,10 +57,11 @@ def test_run_status_logs_teardown_through_the_cli(demo):
     assert data["orphans"] == [] and data["nomad_error"] is None and data["ecs_error"] is None
 
     # an ECS task no live allocation owns is flagged
+    network = {"awsvpcConfiguration": {"subnets": [demo.ecs_demo.subnet],
+                                       "securityGroups": [demo.ecs_demo.security_group]}}
     orphan = demo.ecs.run_task(
         cluster=demo.ecs_demo.cluster, taskDefinition=demo.ecs_demo.task_definition, launchType="FARGATE",
-        startedBy="nomad-0000aaaa-0000-0000-0000-0000aa", networkConfiguration={"awsvpcConfiguration": {
-            "subnets": [demo.ecs_demo.subnet], "securityGroups": [demo.ecs_demo.security_group]}})["tasks"][0]["taskArn"]
+        startedBy="nomad-0000aaaa-0000-0000-0000-0000aa", networkConfiguration=network)["tasks"][0]["taskArn"]
     table = cli("status", "--state-dir", sd)
     assert table.exit_code == 0 and "ORPHAN" in table.output and "1 orphan ECS task(s)" in table.output
     assert json.loads(cli("status", "--json", "--state-dir", sd).output)["orphans"] == [orphan]
