@@ -34,9 +34,10 @@ class DemoConfig:
     vpc_cidr: str = "10.0.0.0/24"
     clients: int = 2
     render_dir: Path = field(default_factory=lambda: Path.cwd() / "nomad")
-    tf_plugin_dir: Path | None = field(
-        default_factory=lambda: Path(os.environ["ECSDEMO_TF_PLUGIN_DIR"]) if os.environ.get("ECSDEMO_TF_PLUGIN_DIR") else None)
-    # Nomad ports: the server uses http/rpc/serf; client i (1-based) uses http = client_http_base + (i-1)*client_http_step.
+    tf_plugin_dir: Path | None = field(default_factory=lambda: Path(os.environ["ECSDEMO_TF_PLUGIN_DIR"])
+                                       if os.environ.get("ECSDEMO_TF_PLUGIN_DIR") else None)
+    # Nomad ports: the server uses http/rpc/serf; client i (1-based) uses
+    # http = client_http_base + (i-1)*client_http_step.
     server_http_port: int = 4646
     server_rpc_port: int = 4647
     server_serf_port: int = 4648
@@ -94,7 +95,8 @@ class DemoConfig:
         unknown = set(data) - known
         if unknown:
             raise EcsdemoError(f"{CONFIG_FILE} has unknown keys: {', '.join(sorted(unknown))}",
-                               hint="it was written by another ecsdemo version; run `ecsdemo teardown` with that version")
+                               hint="it was written by another ecsdemo version; "
+                                    "run `ecsdemo teardown` with that version")
         try:
             return cls(**data)
         except TypeError as exc:
