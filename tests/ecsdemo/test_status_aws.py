@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from ecsdemo import aws as ecs_aws
@@ -119,3 +121,31 @@ def test_unreachable_endpoint_is_a_clear_error(tmp_path):
                           config=Config(retries={"max_attempts": 1}))
     with pytest.raises(EcsdemoError, match="listing ECS tasks"):
         ecs_aws.cluster_tasks(cfg, client=client)
+
+
+@pytest.mark.slow
+def test_waiting_for_tasks_to_run_or_stop_names_what_it_saw(tmp_path, aws, cluster):
+    """boto3's tasks_running/tasks_stopped waiters, with ecsdemo's own messages."""
+    cfg = make_cfg(tmp_path, aws.url)
+    running = cluster.run(started_by="manual")
+    ecs_aws.wait_running(cfg, running, timeout=5, interval=0.1)
+    stopped = cluster.run(started_by="manual")
+    cluster.ecs.stop_task(cluster=cluster.name, task=stopped, reason="stopped by the test")
+    with pytest.raises(EcsdemoError, match=r"the ECS task \S+ is STOPPED \(stopped by the test\)$"):
+        ecs_aws.wait_running(cfg, stopped, timeout=5, interval=0.1)
+    missing = running.rsplit("/", 1)[0] + "/0123456789abcdef0123456789abcdef"
+    with pytest.raises(EcsdemoError, match=r"the ECS task \S+ is MISSING \(not found in the cluster\)$"):
+        ecs_aws.wait_running(cfg, missing, timeout=0.3, interval=0.1)
+
+    started = time.monotonic()
+    ecs_aws.wait_stopped(cfg, [stopped, missing], timeout=5, interval=0.1)   # stopped, and gone: nothing to wait for
+    assert time.monotonic() - started < 2
+    with pytest.raises(EcsdemoError) as err:
+        ecs_aws.wait_stopped(cfg, [running, stopped], timeout=0.3, interval=0.1)
+    assert err.value.message == f"1 ECS task(s) did not stop within 0s: {running}"
+    assert err.value.hint == "check them in the ECS console and stop them by hand"
+
+    cfg.name = "no-such-cluster"                                             # no cluster: no tasks left
+    ecs_aws.wait_stopped(cfg, [running], timeout=5, interval=0.1)
+    with pytest.raises(EcsdemoError, match="describing ECS tasks: ClusterNotFoundException"):
+        ecs_aws.wait_running(cfg, running, timeout=5, interval=0.1)
