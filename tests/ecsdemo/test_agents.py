@@ -24,7 +24,8 @@ def write_agent_configs(cfg: DemoConfig) -> None:
     data = cfg.state_dir / "data"
     (cfg.render_dir / "server.hcl").write_text(
         f'data_dir = "{data}/server"\nbind_addr = "127.0.0.1"\nname = "nomad-server"\n'
-        f'ports {{\n  http = {cfg.server_http_port}\n  rpc = {cfg.server_rpc_port}\n  serf = {cfg.server_serf_port}\n}}\n'
+        f'ports {{\n  http = {cfg.server_http_port}\n  rpc = {cfg.server_rpc_port}\n'
+        f'  serf = {cfg.server_serf_port}\n}}\n'
         'server {\n  enabled = true\n  bootstrap_expect = 1\n}\n')
     for i, name in enumerate(cfg.client_names(), start=1):
         (cfg.render_dir / f"client-{i}.hcl").write_text(
@@ -76,7 +77,8 @@ def test_start_again_reuses_running_agents(cfg):
     first = agents.start_agent(cfg, "nomad-server")
     again = agents.start_agent(cfg, "nomad-server")
     assert again.pid == first.pid
-    assert len([p for p in psutil.process_iter(["cmdline"]) if str(cfg.render_dir / "server.hcl") in " ".join(p.info["cmdline"] or [])]) == 1
+    config = str(cfg.render_dir / "server.hcl")
+    assert len([p for p in psutil.process_iter(["cmdline"]) if config in " ".join(p.info["cmdline"] or [])]) == 1
 
 
 def test_stop_sends_sigterm_and_forgets_the_record(cfg):
