@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import boto3
 import pytest
 
 from ecsdemo import local
@@ -43,8 +44,6 @@ class AwsHelper:
         self.region = region
 
     def client(self, service: str):
-        import boto3
-
         return boto3.client(service, region_name=self.region, endpoint_url=self.url,
                             aws_access_key_id="testing", aws_secret_access_key="testing")
 

@@ -7,14 +7,17 @@ of a task's stdout FIFO (`FifoReader`), and driver state in the forms RecoverTas
 
 from __future__ import annotations
 
+import json
 import os
 import select
+import struct
 import threading
 import time
 
 import grpc
 import msgpack
 from google.protobuf.duration_pb2 import Duration
+from grpc_status import rpc_status
 
 from driver.pb import driver_pb2, recoverable_error_pb2
 from driver.state import DriverState
@@ -102,8 +105,6 @@ class Events:
 
 def recoverable(err: grpc.RpcError) -> bool | None:
     """The RecoverableError detail Nomad reads from a StartTask error (None when absent)."""
-    from grpc_status import rpc_status
-
     status = rpc_status.from_call(err)
     if status is None or not status.details:
         return None
@@ -150,8 +151,6 @@ class FifoReader:
 def json_v1_state(arn: str, cluster: str, region: str | None, alloc_id: str = "", task_name: str = "",
                   started_at: str = "2026-11-30T10:00:00.000000Z") -> bytes:
     """Our driver's earlier state: UTF-8 JSON, version 1 (as released before the msgpack state)."""
-    import json
-
     return json.dumps({"v": 1, "cluster": cluster, "region": region, "task_arn": arn, "started_at": started_at,
                        "alloc_id": alloc_id, "task_name": task_name, "container": "web"},
                       separators=(",", ":")).encode()
@@ -159,8 +158,6 @@ def json_v1_state(arn: str, cluster: str, region: str | None, alloc_id: str = ""
 
 def go_time_binary(ts) -> bytes:
     """A Go time.Time as MarshalBinary (version 1) writes it: seconds since 0001-01-01, nanoseconds, UTC (-1)."""
-    import struct
-
     secs = int(ts.timestamp()) + 62135596800
     return struct.pack(">Bqih", 1, secs, ts.microsecond * 1000, -1)
 
