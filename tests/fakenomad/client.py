@@ -47,7 +47,7 @@ import grpc
 
 from driver.pb import driver_pb2
 from tests.fakenomad.model import TERMINAL_CLIENT, Cluster, new_task_state, task_event
-from tests.fakenomad.plugin_runtime import (DETACH, UNREADABLE_STATE, DriverError, PluginGone, TaskNotFound)
+from tests.fakenomad.plugin_runtime import DETACH, UNREADABLE_STATE, DriverError, PluginGone, TaskNotFound
 from tests.fakenomad.scheduler import set_job_status, unblock
 from tests.fakenomad.wire import NS, go_duration_string, rfc3339nano
 
