@@ -14,45 +14,23 @@ The outage tests pause a moto server of their own, never the session's shared on
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 
 import pytest
 
 from ecsdemo import local
-from ecsdemo.config import TASK_NAME, DemoConfig
+from ecsdemo.config import TASK_NAME
 from ecsdemo.nomad import NomadClient, task_arn
-from ecsdemo.outputs import Outputs
 from ecsdemo.progress import RecordingReporter
 from ecsdemo.scenarios import runner
 from ecsdemo.scenarios.env import Options, ScenarioEnv
 from ecsdemo.scenarios.task_exit import REASON
 from tests.support import scenario_demo as flows
 from tests.support.aws import AwsHelper
-from tests.support.moto_world import EcsDemo, create_demo_ecs
+from tests.support.moto_world import create_demo_ecs
 from tests.support.scenario_demo import checks_of, failures
 
 POLL = 0.1          # the plugin's poll_interval in these tests (PluginRuntime's "100ms")
 FAST = dict(flows.FAST, timeout=20.0, settle=1.5, driver_poll_interval=POLL)
-
-
-@dataclasses.dataclass
-class RenderedJob(EcsDemo):
-    """The demo's ECS resources, whose job is the one `ecsdemo render` writes from templates/demo-ecs.nomad.j2."""
-
-    render_dir: Path | None = None
-
-    def job_hcl(self, task_definition: str | None = None, **_) -> str:
-        from ecsdemo import render
-
-        td = task_definition or self.task_definition
-        family, revision = td.rsplit(":", 1)
-        outputs = Outputs(demo_subnet_id=self.subnet, demo_security_group_id=self.security_group,
-                          cluster_name=self.cluster, region=self.region, task_definition_family=family,
-                          task_definition_revision=int(revision), task_definition_arn=f"arn:aws:ecs:::{td}",
-                          endpoint=self.endpoint)
-        cfg = DemoConfig(state_dir=self.render_dir / ".ecsdemo", local=True, region=self.region,
-                         name=self.cluster, render_dir=self.render_dir)
-        return render.render_job(cfg, outputs).read_text()
 
 
 class Agents(flows.StandInAgents):
@@ -85,10 +63,8 @@ def make_env(demo, reporter=None, **opts) -> ScenarioEnv:
 def _factory(aws, ecs, tmp_path, request):
     made = []
 
-    def make(rendered: bool = True, **kw):
-        base = tmp_path / f"d{len(made)}"
-        job = RenderedJob(**dataclasses.asdict(ecs), render_dir=base / "job") if rendered else ecs
-        demo = flows.make_demo(aws, job, base, **kw)
+    def make(**kw):
+        demo = flows.make_demo(aws, ecs, tmp_path / f"d{len(made)}", **kw)
         made.append(demo)
         return demo
     request.addfinalizer(lambda: [flows.stop_demo(d) for d in made])
@@ -198,9 +174,9 @@ def test_task_exit_is_reported_and_the_restart_policy_starts_a_new_task(demo_fac
 
 @pytest.mark.slow
 def test_task_exit_without_restarts_is_a_failed_check(demo_factory):
-    """A group whose restart policy allows no restarts (the fake's own test job: attempts = 0): the
+    """A group whose restart policy allows no restarts (the demo job without restarts: attempts = 0): the
     allocation fails and is rescheduled. A new task runs, but not by the restart policy."""
-    demo = demo_factory(rendered=False)
+    demo = demo_factory(restarts=False)
     report = runner.run("task-exit", make_env(demo))
     assert report.exit_code == 1
     c = checks_of(report, "task-exit")

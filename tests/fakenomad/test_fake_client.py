@@ -22,8 +22,8 @@ MOTO_PER_MODULE = True
 
 
 def restarting_job(demo, attempts: int = 1) -> str:
-    """The test job with `attempts` restarts allowed (mode fail, 1 s delay, scaled by Timings)."""
-    hcl = demo.job_hcl()
+    """The demo job with `attempts` restarts allowed (mode fail, 1 s delay, scaled by Timings)."""
+    hcl = demo.job_hcl(restarts=False)
     assert "attempts = 0" in hcl
     return hcl.replace("attempts = 0", f'attempts = {attempts}\n      delay    = "1s"')
 
@@ -97,7 +97,7 @@ def test_restart_attempts_used_up_fail_the_allocation(nomad_cluster, ecs_demo, a
 @pytest.mark.slow
 def test_a_job_without_restarts_fails_at_the_first_exit(nomad_cluster, ecs_demo, aws):
     fake = nomad_cluster
-    run_job(fake, ecs_demo.job_hcl())          # restart { attempts = 0 }
+    run_job(fake, ecs_demo.job_hcl(restarts=False))          # restart { attempts = 0 }
     a1 = healthy_alloc(fake)
     stop_outside_nomad(aws, ecs_demo, arn_of(api(fake, f"/v1/allocation/{a1}")))
     fake.wait_for(lambda c: c.allocs[a1]["ClientStatus"] == "failed", message="alloc failed")

@@ -27,7 +27,7 @@ MOTO_PER_MODULE = True
 
 JOB = "demo"
 GROUP = "g"
-JOB_ID = "nomad-ecs-demo"  # the job of ecs_setup.EcsDemo.job_hcl
+JOB_ID = "nomad-ecs-demo"  # the demo job (tests/support/moto_world.py EcsDemo.job_hcl)
 
 JOB_HCL = """job "demo" {{
   datacenters = ["dc1"]
@@ -353,7 +353,7 @@ def test_ecs_task_ending_on_its_own_is_rescheduled_through_the_real_client_and_p
     new ECS task starts (no handle handed over)."""
     fake = nomad_cluster
     client = NomadClient(fake.address, timeout=5)
-    client.register_job(client.parse_job(ecs_demo.job_hcl()))
+    client.register_job(client.parse_job(ecs_demo.job_hcl(restarts=False)))
     a1 = fake.wait_for(lambda c: next((a["ID"] for a in c.allocs.values()
                                        if (a.get("DeploymentStatus") or {}).get("Healthy")), None),
                        timeout=30, message="a healthy alloc")

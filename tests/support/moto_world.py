@@ -1,7 +1,9 @@
 """ECS worlds on the moto server, made by one builder (`build_ecs`: what Terraform would make).
 
 - `create_demo_ecs(aws)` / the `ecs_demo` fixture: the demo's cluster, network and two task definition
-  revisions, as an `EcsDemo` (with the demo job's HCL); `module_aws`: the same made once per module.
+  revisions, as an `EcsDemo`; `module_aws`: the same made once per module. `EcsDemo.job_hcl()` is the
+  demo job rendered by ecsdemo.render from the users' template; `without_restarts` derives the one
+  variant tests need that the template cannot express (a job that is never restarted in place).
 - `make_world(aws)` / the `world` fixture (the driver's tests): a network and two revisions
   (`base`/`updated`) shared while the moto server keeps them, and a fresh cluster for each test, so
   counting a cluster's tasks needs no reset of the shared server.
@@ -9,12 +11,18 @@
 
 from __future__ import annotations
 
+import re
+import tempfile
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 
 import msgpack
 import pytest
 
+from ecsdemo import render
+from ecsdemo.config import DemoConfig
+from ecsdemo.outputs import Outputs
 from tests.support.aws import AwsHelper, use_local_credentials
 
 CLUSTER = "nomad-remote-driver-demo"
@@ -30,49 +38,42 @@ class EcsDemo:
     security_group: str
     task_definition: str      # "family:1"
 
-    def job_hcl(self, task_definition: str | None = None, job_id: str = "nomad-ecs-demo",
-                group: str = "ecs-remote-task-demo", task: str = "http-server", count: int = 1) -> str:
-        return JOB_TEMPLATE.format(job=job_id, group=group, task=task, count=count,
-                                   td=task_definition or self.task_definition, subnet=self.subnet,
-                                   sg=self.security_group)
+    def outputs(self, task_definition: str | None = None) -> Outputs:
+        """What Terraform's outputs would say for these resources (`task_definition` "family:revision")."""
+        family, _, revision = (task_definition or self.task_definition).rpartition(":")
+        return Outputs(demo_subnet_id=self.subnet, demo_security_group_id=self.security_group,
+                       cluster_name=self.cluster, region=self.region, task_definition_family=family,
+                       task_definition_revision=int(revision),
+                       task_definition_arn=f"arn:aws:ecs:{self.region}:123456789012:task-definition/{family}:{revision}",
+                       endpoint=self.endpoint)
+
+    def job_hcl(self, task_definition: str | None = None, restarts: bool = True) -> str:
+        """The demo job as users get it: `ecsdemo render`'s job file (templates/demo-ecs.nomad.j2, rendered
+        by ecsdemo.render.render_job) for these resources, on `task_definition` (default: revision 1).
+        `restarts=False`: the same job with a policy that allows no restarts (`without_restarts`)."""
+        with tempfile.TemporaryDirectory(prefix="demo-job-") as tmp:
+            cfg = DemoConfig(state_dir=Path(tmp) / ".ecsdemo", render_dir=Path(tmp), local=True, region=self.region,
+                             name=self.cluster)
+            hcl = render.render_job(cfg, self.outputs(task_definition)).read_text()
+        return hcl if restarts else without_restarts(hcl)
 
 
-JOB_TEMPLATE = """job "{job}" {{
-  datacenters = ["dc1"]
+# A group's restart block in the rendered job, with the comment lines right above it.
+_RESTART_BLOCK = re.compile(r"(?:^(?P<indent> *)#[^\n]*\n)*^(?P=indent)restart \{\n.*?^(?P=indent)\}\n", re.M | re.S)
 
-  group "{group}" {{
-    count = {count}
 
-    restart {{
-      attempts = 0
-      mode     = "fail"
-    }}
-
-    reschedule {{
-      delay = "5s"
-    }}
-
-    task "{task}" {{
-      driver       = "ecs"
-      kill_timeout = "1m"
-
-      config {{
-        task {{
-          launch_type     = "FARGATE"
-          task_definition = "{td}"
-          network_configuration {{
-            aws_vpc_configuration {{
-              assign_public_ip = "ENABLED"
-              security_groups  = ["{sg}"]
-              subnets          = ["{subnet}"]
-            }}
-          }}
-        }}
-      }}
-    }}
-  }}
-}}
-"""
+def without_restarts(hcl: str) -> str:
+    """The rendered demo job with a restart policy that allows no restarts (`attempts = 0`, mode "fail"; the
+    other fields are Nomad's defaults): the task's first exit fails the allocation at once. ecsdemo's
+    template restarts a task in place twice in 10 minutes and has no setting for this; tests of what
+    follows a failed allocation (rescheduling, "Not Restarting", a job without restarts) derive it here."""
+    def policy(m: re.Match) -> str:
+        pad = m["indent"]
+        return f'{pad}restart {{\n{pad}  attempts = 0\n{pad}  mode     = "fail"\n{pad}}}\n'
+    out, found = _RESTART_BLOCK.subn(policy, hcl)
+    if found != 1:
+        raise AssertionError(f"expected one restart block in the rendered demo job, found {found}:\n{hcl}")
+    return out
 
 
 def build_ecs(aws, family: str, containers: list[dict], cluster: str | None = None, subnet_cidr: str = "10.0.0.0/24",

@@ -111,7 +111,7 @@ class Demo:
         return [t["taskArn"] for t in tasks if t["lastStatus"] == "RUNNING"]
 
 
-def make_demo(aws, ecs, tmp_path, version="1.6.5", runtime_kw=None, run_job=True, **timings) -> Demo:
+def make_demo(aws, ecs, tmp_path, version="1.6.5", runtime_kw=None, run_job=True, restarts=True, **timings) -> Demo:
     runtime = PluginRuntime(ecs.endpoint, ecs.cluster, ecs.region, workdir=tmp_path / "plugins", **(runtime_kw or {}))
     fake = FakeNomad(version=version, timings=Timings.fast(**timings), runtime=runtime).start()
     cfg = DemoConfig(state_dir=tmp_path / ".ecsdemo", local=True, region=ecs.region, name=ecs.cluster,
@@ -123,7 +123,7 @@ def make_demo(aws, ecs, tmp_path, version="1.6.5", runtime_kw=None, run_job=True
         demo.node_ids.append(fake.add_node(name, pid=demo.record_agent(name)))
     fake.wait_for(lambda c: all(c.nodes[n]["Status"] == "ready" for n in demo.node_ids), message="nodes ready")
     api = demo.nomad()
-    api.register_job(api.parse_job(ecs.job_hcl()))
+    api.register_job(api.parse_job(ecs.job_hcl(restarts=restarts)))
     if not run_job:
         return demo
     deadline = time.monotonic() + 10
