@@ -54,6 +54,7 @@ def test_local_start_status_stop(state):
     assert r.returncode == 0 and "was not running" in r.stdout
 
 
+@pytest.mark.slow
 def test_outputs_and_render_need_an_apply(state):
     r = cli("infra", "outputs", "--local", state=state)
     assert r.returncode == 1 and "no Terraform outputs" in r.stderr and "ecsdemo infra apply" in r.stderr

@@ -99,6 +99,7 @@ def zip_requests(server, version: str) -> list[str]:
 
 
 # --- the good path --------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_install_over_http_verifies_then_installs(tree, server, keys, cache):
     res = ecsdemo("install", "nomad", "--version", "1.9.6", url=server.url, key=keys["file"], cache=cache)
     assert res.returncode == 0, res.stderr
@@ -152,6 +153,7 @@ def test_two_concurrent_installs_download_once(tree, server, keys, cache):
     assert installed(cache) == ["1.9.5"]
 
 
+@pytest.mark.slow
 def test_ctrl_c_during_the_download_leaves_nothing(tree, server, keys, cache):
     path = f"/nomad/1.8.4/{tree.zip_name('1.8.4', *releases.platform_os_arch())}"
     server.httpd.slow[path] = 20
@@ -175,6 +177,7 @@ def test_ctrl_c_during_the_download_leaves_nothing(tree, server, keys, cache):
 
 
 # --- every fault: one message, exit 1, nothing installed --------------------------------------------
+@pytest.mark.slow
 @pytest.mark.parametrize("version,words", [
     ("1.9.9", "nomad 1.9.9 is not available from {url}; nearest available: 1.9.4, 1.9.5, 1.9.6, 1.9.7, 1.10.0"),
     ("1.9.1", "checksum mismatch for nomad_1.9.1_{platform}.zip"),

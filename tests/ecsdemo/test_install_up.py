@@ -112,6 +112,7 @@ def test_no_install_fetches_nothing_and_up_refuses(isolated, mirror, tmp_path):
     assert not (tmp_path / "cache" / "bin" / "nomad" / "1.9.7").exists()
 
 
+@pytest.mark.slow
 def test_up_no_install_through_the_cli(isolated, mirror, tmp_path):
     server, key = mirror
     requests = len(server.requests)
