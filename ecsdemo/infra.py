@@ -31,7 +31,7 @@ from ecsdemo import local
 from ecsdemo.config import DemoConfig
 from ecsdemo.errors import EcsdemoError
 from ecsdemo.files import write_atomic
-from ecsdemo.outputs import INFRA_FILE, Outputs, read_record, recorded
+from ecsdemo.outputs import INFRA_FILE, Outputs, read_record
 from ecsdemo.paths import terraform_dir
 from ecsdemo.progress import Reporter
 from ecsdemo.terraform import TerraformRunner, state_has_resources
@@ -142,11 +142,6 @@ def load_task_definition(path: Path) -> list[dict[str, Any]]:
 
 def _workdir(cfg: DemoConfig) -> Path:
     return cfg.state.path(WORKDIR_NAME)
-
-
-def outputs(cfg: DemoConfig) -> Outputs | None:
-    """The outputs of the last successful apply, from the state directory (no terraform call); None if none."""
-    return recorded(cfg.state)
 
 
 def has_infrastructure(cfg: DemoConfig) -> bool:

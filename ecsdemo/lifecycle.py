@@ -15,6 +15,7 @@ from ecsdemo import agents, aws, binaries, doctor, driverctl, infra, local, rend
 from ecsdemo.config import GROUP_NAME, JOB_ID, TASK_NAME, DemoConfig
 from ecsdemo.errors import EcsdemoError
 from ecsdemo.nomad import NomadClient, NomadError, node_ecs_driver, task_arn
+from ecsdemo.outputs import recorded
 from ecsdemo.progress import Reporter
 from ecsdemo.status import node_summary
 from ecsdemo.waiting import wait_until
@@ -457,7 +458,7 @@ class _attempt:
 
 def _ecs_reachable(cfg: DemoConfig) -> bool:
     if not cfg.local:
-        return infra.outputs(cfg) is not None or infra.has_infrastructure(cfg)
+        return recorded(cfg.state) is not None or infra.has_infrastructure(cfg)
     return aws.reachable(cfg)
 
 

@@ -33,11 +33,11 @@ import nomad
 import requests
 from nomad.api import exceptions as nex
 
+from ecsdemo.config import DRIVER_NAME
 from ecsdemo.errors import EcsdemoError
 
 DEFAULT_ADDRESS = "http://127.0.0.1:4646"
 TERMINAL_CLIENT_STATUSES = ("complete", "failed", "lost")
-ECS_DRIVER = "ecs"
 REMOTE_TASKS_FROM = (1, 1, 0)    # remote task handles (drain / lost-node hand-over) arrived in Nomad 1.1.0 ...
 REMOTE_TASKS_UNTIL = (1, 10, 0)  # ... and were removed in 1.10.0 (exclusive)
 SHORT_ID = 8                     # Nomad's CLI shows 8-character IDs
@@ -151,7 +151,7 @@ def node_draining(node_or_stub: dict) -> bool:
     return node_or_stub.get("DrainStrategy") is not None or bool(node_or_stub.get("Drain"))
 
 
-def node_ecs_driver(node_or_stub: dict, driver: str = ECS_DRIVER) -> tuple[bool, bool, str]:
+def node_ecs_driver(node_or_stub: dict, driver: str = DRIVER_NAME) -> tuple[bool, bool, str]:
     """(detected, healthy, description) of the `ecs` driver on a node or node stub."""
     info = (node_or_stub.get("Drivers") or {}).get(driver)
     if not info:
@@ -210,11 +210,6 @@ class NomadClient:
     def from_config(cls, cfg, timeout: float = 10) -> "NomadClient":
         """A client for the demo's server agent (`DemoConfig.server_address`)."""
         return cls(cfg.server_address, timeout=timeout)
-
-    # The pure helpers, also reachable from the class: ecsdemo calls the functions; these go once
-    # tests/driver/test_contract_ecsdemo.py does too.
-    task_arn = staticmethod(task_arn)
-    decode_driver_state = staticmethod(decode_driver_state)
 
     def __repr__(self) -> str:  # never shows the token
         return f"NomadClient({self.address!r})"
@@ -364,9 +359,6 @@ class NomadClient:
         """Allocation stubs of a job (oldest first by CreateIndex); [] for an unknown job."""
         allocs = self._call(f"/v1/job/{job_id}/allocations", self._api.job.get_allocations, job_id, all_=all_)
         return sorted(allocs or [], key=lambda a: a.get("CreateIndex", 0))
-
-    def job_evaluations(self, job_id: str) -> list[dict]:
-        return self._call(f"/v1/job/{job_id}/evaluations", self._api.job.get_evaluations, job_id)
 
     def job_deployment(self, job_id: str) -> dict | None:
         """The job's latest deployment, or None."""

@@ -11,10 +11,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ecsdemo import agents, infra
+from ecsdemo import agents
 from ecsdemo.config import DemoConfig
 from ecsdemo.errors import EcsdemoError
 from ecsdemo.local import LOCAL_FILE
+from ecsdemo.outputs import recorded
 from ecsdemo.state import StateDir
 
 NO_DEMO_HINT = "run `ecsdemo up --local` (or `ecsdemo up`) first"
@@ -66,5 +67,5 @@ def _refuse_switches(cfg: DemoConfig, local: bool | None, region: str | None, cl
 def has_live_parts(cfg: DemoConfig) -> bool:
     """Whether any part of the demo is live: an agent running, infrastructure applied, a local endpoint recorded."""
     return (any(agents.status(r) == "running" for r in agents.load(cfg).values())
-            or infra.outputs(cfg) is not None
+            or recorded(cfg.state) is not None
             or cfg.state.read_json(LOCAL_FILE) is not None)

@@ -11,6 +11,7 @@ from ecsdemo import infra
 from ecsdemo.commands.common import JsonOpt, ModeOpt, RegionOpt, StateDirOpt, TfPluginDirOpt, echo_json
 from ecsdemo.console import RichReporter, console
 from ecsdemo.errors import EcsdemoError
+from ecsdemo.outputs import recorded
 from ecsdemo.resolve import resolve_config
 
 NameOpt = Annotated[Optional[str], typer.Option(
@@ -79,7 +80,7 @@ def outputs_cmd(local: ModeOpt = None, json: JsonOpt = False, state_dir: StateDi
 
     --local/--aws are accepted for symmetry with apply; the outputs are those of the last apply either way.
     """
-    outputs = infra.outputs(resolve_config(state_dir))
+    outputs = recorded(resolve_config(state_dir).state)
     if outputs is None:
         raise EcsdemoError("no Terraform outputs in this state directory", hint="run `ecsdemo infra apply` first")
     if json:

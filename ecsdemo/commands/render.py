@@ -7,10 +7,11 @@ from typing import Annotated, Optional
 
 import typer
 
-from ecsdemo import infra, render
+from ecsdemo import render
 from ecsdemo.commands.common import JsonOpt, StateDirOpt, echo_json
 from ecsdemo.console import console
 from ecsdemo.errors import EcsdemoError
+from ecsdemo.outputs import recorded
 from ecsdemo.resolve import resolve_config
 
 RenderDirOpt = Annotated[Optional[Path], typer.Option(
@@ -33,7 +34,7 @@ def render_cmd(render_dir: RenderDirOpt = None, clients: ClientsOpt = None, json
     Re-run it after the task definition changes: the job then names the new revision.
     """
     cfg = resolve_config(state_dir, render_dir=render_dir, clients=clients)
-    outputs = infra.outputs(cfg)
+    outputs = recorded(cfg.state)
     if outputs is None:
         raise EcsdemoError("there are no Terraform outputs to render from", hint="run `ecsdemo infra apply` first")
     paths = render.render_all(cfg, outputs, outputs.endpoint)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any, Callable, Iterable
 
 from ecsdemo.check import Check
+from ecsdemo.config import DRIVER_NAME
 from ecsdemo.nomad import TERMINAL_CLIENT_STATUSES, node_draining, node_ecs_driver, short, task_arn
 
 STOP_REASON_PREFIX = "Stopped by Nomad"
@@ -61,12 +62,12 @@ def task_state(alloc: dict, task: str) -> dict:
 
 
 # --- nodes -----------------------------------------------------------------------------------------
-def ecs_driver_healthy(node: dict, driver: str = "ecs") -> bool:
+def ecs_driver_healthy(node: dict, driver: str = DRIVER_NAME) -> bool:
     detected, healthy, _ = node_ecs_driver(node, driver)
     return detected and healthy
 
 
-def is_schedulable(node: dict, driver: str = "ecs") -> bool:
+def is_schedulable(node: dict, driver: str = DRIVER_NAME) -> bool:
     """Ready, eligible, not draining, with a healthy `driver`: a replacement can be placed here."""
     return (node.get("Status") == "ready" and node.get("SchedulingEligibility") == "eligible"
             and not node_draining(node) and ecs_driver_healthy(node, driver))
@@ -395,7 +396,7 @@ def readable_health(description: str | None) -> bool:
     return (description or "").strip().lower() not in _BARE_HEALTH
 
 
-def check_drivers_turned_unhealthy(seen: dict[str, str | None], driver: str = "ecs") -> Check:
+def check_drivers_turned_unhealthy(seen: dict[str, str | None], driver: str = DRIVER_NAME) -> Check:
     """`seen` maps each client (its label) to the health description Nomad showed while its `driver` was
     unhealthy, or None when it never was."""
     stayed = [n for n, d in seen.items() if d is None]
@@ -413,7 +414,7 @@ def check_drivers_turned_unhealthy(seen: dict[str, str | None], driver: str = "e
                  "healthy", dict(seen))
 
 
-def check_drivers_healthy(nodes: list[dict], driver: str = "ecs") -> Check:
+def check_drivers_healthy(nodes: list[dict], driver: str = DRIVER_NAME) -> Check:
     sick = [n for n in nodes if not ecs_driver_healthy(n, driver)]
     ok = bool(nodes) and not sick
     detail = (f"healthy on {', '.join(node_label(n) for n in nodes)}" if ok else

@@ -17,7 +17,7 @@ from driver.pb import driver_pb2
 from ecsdemo import aws as demo_aws
 from ecsdemo import render
 from ecsdemo.config import GROUP_NAME, JOB_ID, PLUGIN_NAME, TASK_NAME, DemoConfig
-from ecsdemo.nomad import NomadClient
+from ecsdemo.nomad import decode_driver_state, task_arn
 from ecsdemo.outputs import Outputs
 from ecsdemo.scenarios import checks
 
@@ -60,8 +60,8 @@ def test_rendered_files_drive_the_real_plugin_and_ecsdemo_reads_what_it_leaves(t
     # ecsdemo reads the ARN from the handle exactly as Nomad's API shows it (base64 DriverState).
     shown = {"TaskStates": {TASK_NAME: {"TaskHandle": {
         "Version": resp.handle.version, "DriverState": base64.b64encode(resp.handle.driver_state).decode()}}}}
-    assert NomadClient.task_arn(shown, TASK_NAME) == running["taskArn"]
-    state = NomadClient.decode_driver_state(shown["TaskStates"][TASK_NAME]["TaskHandle"]["DriverState"])
+    assert task_arn(shown, TASK_NAME) == running["taskArn"]
+    state = decode_driver_state(shown["TaskStates"][TASK_NAME]["TaskHandle"]["DriverState"])
     assert (state["cluster"], state["region"]) == (world.cluster, "us-east-1")
     assert demo_aws.task_owner(running) == alloc_id
 
@@ -74,7 +74,7 @@ def test_rendered_files_drive_the_real_plugin_and_ecsdemo_reads_what_it_leaves(t
         config=driver_pb2.TaskConfig(id=new_id, name=TASK_NAME, alloc_id=new_alloc))), timeout=30)
     (running,) = world.tasks("RUNNING")
     assert {t["key"]: t["value"] for t in running["tags"]}[OWNER_TAG] == new_id
-    assert NomadClient.task_arn(shown, TASK_NAME) == running["taskArn"]
+    assert task_arn(shown, TASK_NAME) == running["taskArn"]
 
     # The old allocation's normal stop (a returning lost client) leaves it running ...
     old_id = f"{alloc_id}/{TASK_NAME}/0badc0de"

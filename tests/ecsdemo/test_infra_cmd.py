@@ -11,9 +11,9 @@ import sys
 import hcl2
 import pytest
 
-from ecsdemo import infra, local
+from ecsdemo import local
 from ecsdemo.config import DemoConfig
-from ecsdemo.outputs import Outputs
+from ecsdemo.outputs import INFRA_FILE, Outputs
 
 OPTS = hcl2.SerializationOptions(strip_string_quotes=True, explicit_blocks=False, with_comments=False)
 
@@ -79,7 +79,7 @@ def test_bad_apply_input_is_a_clean_error(state, tmp_path):
     r = cli("infra", "apply", "--local", "--vpc-cidr", "10.0.0.0/8", state=state)
     assert r.returncode == 1 and "/16 to /28" in r.stderr
     assert state.read_json(local.LOCAL_FILE) is None         # nothing was started
-    assert state.read_json(infra.INFRA_FILE) is None
+    assert state.read_json(INFRA_FILE) is None
 
 
 @pytest.mark.slow
@@ -89,7 +89,7 @@ def test_outputs_json_and_render_from_the_state_dir(state, tmp_path):
                   task_definition_arn="arn:aws:ecs:us-west-2:1:task-definition/fam:4", endpoint="http://127.0.0.1:9",
                   task_definition="updated")
     DemoConfig(state_dir=state.root, local=True, region="us-west-2").save()
-    state.write_json(infra.INFRA_FILE, {"mode": "local", "task_definition": "updated", "outputs": out.to_json()})
+    state.write_json(INFRA_FILE, {"mode": "local", "task_definition": "updated", "outputs": out.to_json()})
 
     r = cli("infra", "outputs", "--json", state=state)
     assert r.returncode == 0 and json.loads(r.stdout) == out.to_json()
@@ -124,7 +124,7 @@ def test_apply_refuses_to_switch_mode_under_live_local_infrastructure(state, tmp
                   task_definition_arn="arn:aws:ecs:us-east-1:1:task-definition/fam:1", endpoint="http://127.0.0.1:9",
                   task_definition="base")
     DemoConfig(state_dir=state.root, local=True).save()
-    state.write_json(infra.INFRA_FILE, {"mode": "local", "task_definition": "base", "outputs": out.to_json()})
+    state.write_json(INFRA_FILE, {"mode": "local", "task_definition": "base", "outputs": out.to_json()})
     before = _files(state.root)
 
     r = cli("infra", "apply", "--aws", state=state, env={"PATH": str(tmp_path)})   # no terraform to run

@@ -17,7 +17,7 @@ import pytest
 from ecsdemo import infra, local
 from ecsdemo.config import DemoConfig
 from ecsdemo.errors import EcsdemoError
-from ecsdemo.outputs import INFRA_FILE, Outputs
+from ecsdemo.outputs import INFRA_FILE, Outputs, recorded
 from ecsdemo.progress import RecordingReporter
 from ecsdemo.terraform import state_has_resources
 
@@ -110,7 +110,7 @@ def test_apply_check_run_update_destroy(state, tf_mirror):
     assert ("failed", "Terraform apply (local endpoint)") in rep.events
     record = state.read_json(INFRA_FILE)
     assert record["mode"] == "local" and record["outputs"] is None and record["last_error"] == err.value.message
-    assert infra.outputs(cfg) is None
+    assert recorded(cfg.state) is None
     assert local.local_endpoint_status(state)["running"] is False
     assert not state.path(infra.WORKDIR_NAME, infra.PLAN_FILE).exists()
     assert state_has_resources(state.path(infra.WORKDIR_NAME))          # what was created before the death
@@ -125,7 +125,7 @@ def test_apply_check_run_update_destroy(state, tf_mirror):
     first = Outputs.from_json(json.loads(r.stdout))
     cfg = DemoConfig.load(state)                          # the command saved its settings
     assert cfg.local and cfg.tf_plugin_dir == tf_mirror
-    assert infra.outputs(cfg) == first
+    assert recorded(cfg.state) == first
     status = local.local_endpoint_status(state)
     assert status["healthy"] and first.endpoint == status["url"]
     assert (first.region, first.task_definition) == (cfg.region, "base")
@@ -153,7 +153,7 @@ def test_apply_check_run_update_destroy(state, tf_mirror):
     assert updated.task_definition_arn != first.task_definition_arn
     assert (updated.demo_subnet_id, updated.demo_security_group_id) == (first.demo_subnet_id,
                                                                           first.demo_security_group_id)
-    assert infra.outputs(cfg) == updated
+    assert recorded(cfg.state) == updated
     ecs, ec2 = clients(first.endpoint, first.region)
     old = ecs.describe_task_definition(taskDefinition=first.task_definition_arn)["taskDefinition"]
     assert old["status"] == "INACTIVE"
@@ -181,7 +181,7 @@ def test_apply_check_run_update_destroy(state, tf_mirror):
     assert infra.destroy(dataclasses.replace(cfg, tf_plugin_dir=None), rep) is True
     assert (state.logs / infra.TF_LOG_NAME).read_text().count("$ init ") == 1
     assert "Destroy complete! Resources: 9 destroyed." in rep.texts("info")
-    assert infra.outputs(cfg) is None and not state_has_resources(workdir)
+    assert recorded(cfg.state) is None and not state_has_resources(workdir)
     clusters = ecs.describe_clusters(clusters=[first.cluster_name])["clusters"]
     assert all(c["status"] == "INACTIVE" for c in clusters)
     assert ecs.list_task_definitions(familyPrefix=cfg.name, status="ACTIVE")["taskDefinitionArns"] == []

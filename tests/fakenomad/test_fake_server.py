@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 
 import pytest
+import requests
 
 from ecsdemo.nomad import NomadClient, node_draining, task_arn
 from tests.fakenomad import FakeNomad, Timings
@@ -20,6 +21,11 @@ from tests.fakenomad.scripted_client import (
     stop_heartbeats,
 )
 from tests.fakenomad.wire import NS
+
+
+def evaluations(fake, job_id: str) -> list[dict]:
+    """The job's evaluations as Nomad's `GET /v1/job/<id>/evaluations` answers (ecsdemo itself never reads them)."""
+    return requests.get(f"{fake.address}/v1/job/{job_id}/evaluations", timeout=5).json()
 
 # `aws` and `ecs_demo` (tests/support/aws.py): the demo's ECS resources made once for this module (moto's
 # EC2 is slow); each test starts with no running task instead of a wiped moto.
@@ -174,7 +180,7 @@ def test_drain_with_no_other_node_stops_the_alloc_and_places_a_fresh_one_later(s
     # scheduler/reconcile.go computeMigrations stops it although nothing can be placed (not undone)
     assert old["DesiredDescription"] == "alloc is being migrated" and old["DesiredTransition"]["Migrate"] is True
     assert old["AllocStates"][-1]["Field"] == 0 and old["AllocStates"][-1]["Value"] == ""
-    evals = client.job_evaluations(JOB)
+    evals = evaluations(fake, JOB)
     drain_eval = next(e for e in evals if e["TriggeredBy"] == "node-drain")
     fake.wait_for(lambda c: c.evals[drain_eval["ID"]]["Status"] == "complete")
     assert client.evaluation(drain_eval["ID"])["BlockedEval"] and live(client) == []
@@ -221,7 +227,7 @@ def test_failed_alloc_is_rescheduled_with_exponential_delay_on_another_node(serv
     followup = client.evaluation(client.allocation(a1)["FollowupEvalID"])
     assert followup["TriggeredBy"] == "alloc-failure" and followup["WaitUntil"]
     assert followup["StatusDescription"] == "created for delayed rescheduling"
-    assert any(e["TriggeredBy"] == "alloc-failure" and "WaitUntil" not in e for e in client.job_evaluations(JOB))
+    assert any(e["TriggeredBy"] == "alloc-failure" and "WaitUntil" not in e for e in evaluations(fake, JOB))
     a2 = wait_alloc(fake, lambda a: a["ID"] != a1, "rescheduled replacement")
     old, new = client.allocation(a1), client.allocation(a2)
     assert new["CreateTime"] - failed_at >= 0.45 * NS  # waited the 5 s delay (scaled by 0.1)
@@ -331,7 +337,7 @@ def test_reschedule_with_no_node_stops_the_alloc_and_1_9_retries_it_later(server
     fake.wait_for(lambda c: c.allocs[a1]["DesiredStatus"] == "stop", message="reschedule attempted")
     old = client.allocation(a1)
     assert old["DesiredDescription"] == "alloc was rescheduled because it failed" and "NextAllocation" not in old
-    blocked = [e for e in client.job_evaluations(JOB) if e["Status"] == "blocked"]
+    blocked = [e for e in evaluations(fake, JOB) if e["Status"] == "blocked"]
     assert len(blocked) == 1 and blocked[0]["TriggeredBy"] == "queued-allocs"
     if fake.cluster.vt >= (1, 9, 0):
         assert old["RescheduleTracker"]["LastReschedule"] == "no placement"
