@@ -1,10 +1,11 @@
 """`FakeNomad`: a recording, failure-injecting fake of Nomad's HTTP API with simulated clients.
 
-Typical use (see tests/fakenomad/conftest.py for fixtures)::
+Typical use (tests/support/fake_nomad.py has the fixtures)::
 
     fake = FakeNomad(version="1.6.5", timings=Timings.fast(), runtime=PluginRuntime(moto_url, "demo-cluster"))
     fake.start()
     n1 = fake.add_node("nomad-client-1")          # registers, heartbeats, serves its own agent port
+    n2, n3 = fake.add_nodes(["nomad-client-2", "nomad-client-3"])   # started at once, both ready
     fake.wait_for(lambda c: c.nodes[n1]["Status"] == "ready")
     ...  # drive it through ecsdemo.nomad.NomadClient(fake.address)
     fake.kill_node(n1); fake.restart_node(n1)     # lost-node scenario
@@ -22,6 +23,7 @@ import re
 import threading
 import time
 import uuid
+from collections.abc import Iterable, Mapping
 
 from ecsdemo.local import free_port
 from tests.fakenomad.client import SimClient, driver_info
@@ -106,6 +108,30 @@ class FakeNomad:
         client.start()
         self._open_agent(node_id)   # Nomad's agent serves HTTP once its client is set up (plugins fingerprinted)
         return node_id
+
+    def add_nodes(self, nodes: Iterable[str] | Mapping[str, dict], **common) -> list[str]:
+        """Start several client agents at once (each launches its plugin before it registers) and wait until
+        every node is ready; returns their IDs in the order given. `nodes` is names, or names mapped to
+        that node's own `add_node` arguments; `common` goes to every node."""
+        per_node = dict(nodes) if isinstance(nodes, Mapping) else {name: {} for name in nodes}
+        ids: dict[str, str] = {}
+        errors: list[BaseException] = []
+
+        def add(name: str) -> None:
+            try:
+                ids[name] = self.add_node(name, **{**common, **per_node[name]})
+            except BaseException as exc:  # noqa: BLE001 - re-raised below
+                errors.append(exc)
+        threads = [threading.Thread(target=add, args=(name,)) for name in per_node]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        if errors:
+            raise errors[0]
+        out = [ids[name] for name in per_node]
+        self.wait_for(lambda c: all(c.nodes[n]["Status"] == "ready" for n in out), message="nodes ready")
+        return out
 
     def _open_agent(self, node_id: str) -> None:
         if node_id in self._agent_ports and node_id not in self._agents:

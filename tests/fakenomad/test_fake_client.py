@@ -13,7 +13,7 @@ from ecsdemo.nomad import task_arn
 from tests.fakenomad import FakeNomad, PluginRuntime, Timings
 from tests.fakenomad.client import api_handle, decode_handle, encode_handle
 from tests.fakenomad.plugin_runtime import UNREADABLE_STATE
-from tests.support.fake_nomad import JOB, TASK, add_nodes, api, arn_of, ecs_task, events, healthy_alloc, run_job
+from tests.support.fake_nomad import JOB, TASK, api, arn_of, ecs_task, events, healthy_alloc, run_job
 from tests.support.faultproxy import FaultProxy
 
 # `aws` and `ecs_demo` (tests/support/aws.py): the demo's ECS resources made once for this module (moto's
@@ -125,7 +125,7 @@ def proxied(ecs_demo, tmp_path):
 @pytest.mark.slow
 def test_stop_task_is_retried_and_the_alloc_completes_only_when_the_task_is_dead(proxied, ecs_demo, aws):
     fake = proxied
-    (n1,) = add_nodes(fake, ["nomad-client-1"])
+    (n1,) = fake.add_nodes(["nomad-client-1"])
     run_job(fake, ecs_demo.job_hcl())
     a1 = healthy_alloc(fake)
     arn = arn_of(api(fake, f"/v1/allocation/{a1}"))
@@ -148,7 +148,7 @@ def test_stop_task_is_retried_and_the_alloc_completes_only_when_the_task_is_dead
 @pytest.mark.slow
 def test_driver_health_follows_the_plugins_fingerprint(proxied, ecs_demo):
     fake = proxied
-    (n1,) = add_nodes(fake, ["nomad-client-1"])
+    (n1,) = fake.add_nodes(["nomad-client-1"])
     drv = api(fake, f"/v1/node/{n1}")["Drivers"]["ecs"]
     assert drv["Healthy"] and drv["Attributes"]["driver.ecs.cluster"] == ecs_demo.cluster
     fake.proxy.fault("5xx")
@@ -196,7 +196,7 @@ def test_returning_lost_client_kill_signal_by_version(version, signal, ecs_demo,
     runtime = PluginRuntime(ecs_demo.endpoint, ecs_demo.cluster, ecs_demo.region, workdir=tmp_path / "plugins")
     fake = FakeNomad(version=version, timings=Timings.fast(), runtime=runtime).start()
     try:
-        add_nodes(fake, ["nomad-client-1", "nomad-client-2"])
+        fake.add_nodes(["nomad-client-1", "nomad-client-2"])
         run_job(fake, ecs_demo.job_hcl())
         a1 = healthy_alloc(fake)
         n1 = fake.cluster.allocs[a1]["NodeID"]
@@ -254,7 +254,7 @@ def test_nomad_1_10_has_no_remote_tasks_a_drain_stops_the_task(ecs_demo, aws, tm
     runtime = PluginRuntime(ecs_demo.endpoint, ecs_demo.cluster, ecs_demo.region, workdir=tmp_path / "plugins")
     fake = FakeNomad(version="1.10.0", timings=Timings.fast(), runtime=runtime).start()
     try:
-        add_nodes(fake, ["nomad-client-1", "nomad-client-2"])
+        fake.add_nodes(["nomad-client-1", "nomad-client-2"])
         run_job(fake, ecs_demo.job_hcl())
         a1 = healthy_alloc(fake)
         n1 = fake.cluster.allocs[a1]["NodeID"]

@@ -12,8 +12,6 @@ Both run on `ecs_demo` (tests/support/moto_world.py).
 
 from __future__ import annotations
 
-import threading
-
 import pytest
 import requests
 
@@ -55,28 +53,6 @@ def arn_of(alloc):
     return task_arn(alloc, TASK)
 
 
-def add_nodes(fake: FakeNomad, names: list[str], **kw) -> list[str]:
-    """Start the nodes' agents at once (each launches its plugin first, ~1 s) and wait until all are ready."""
-    ids: dict[str, str] = {}
-    errors: list[BaseException] = []
-
-    def add(name):
-        try:
-            ids[name] = fake.add_node(name, **kw)
-        except BaseException as exc:  # noqa: BLE001 - re-raised below
-            errors.append(exc)
-    threads = [threading.Thread(target=add, args=(n,)) for n in names]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    if errors:
-        raise errors[0]
-    out = [ids[n] for n in names]
-    fake.wait_for(lambda c: all(c.nodes[n]["Status"] == "ready" for n in out), message="nodes ready")
-    return out
-
-
 @pytest.fixture
 def fake_nomad(ecs_demo, tmp_path):
     runtime = PluginRuntime(ecs_demo.endpoint, ecs_demo.cluster, ecs_demo.region, workdir=tmp_path / "plugins")
@@ -88,5 +64,5 @@ def fake_nomad(ecs_demo, tmp_path):
 
 @pytest.fixture
 def nomad_cluster(fake_nomad):
-    fake_nomad.node_ids = add_nodes(fake_nomad, [f"nomad-client-{i}" for i in (1, 2)])
+    fake_nomad.node_ids = fake_nomad.add_nodes([f"nomad-client-{i}" for i in (1, 2)])
     return fake_nomad

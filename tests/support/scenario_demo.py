@@ -119,9 +119,7 @@ def make_demo(aws, ecs, tmp_path, version="1.6.5", runtime_kw=None, run_job=True
     cfg.state.ensure()
     cfg.state.write_json("local.json", {"url": aws.url})
     demo = Demo(fake=fake, cfg=cfg, ecs=ecs, aws=aws, names=cfg.client_names(), node_ids=[], procs={})
-    for name in demo.names:
-        demo.node_ids.append(fake.add_node(name, pid=demo.record_agent(name)))
-    fake.wait_for(lambda c: all(c.nodes[n]["Status"] == "ready" for n in demo.node_ids), message="nodes ready")
+    demo.node_ids = fake.add_nodes({name: {"pid": demo.record_agent(name)} for name in demo.names})
     api = demo.nomad()
     api.register_job(api.parse_job(ecs.job_hcl(restarts=restarts)))
     if not run_job:

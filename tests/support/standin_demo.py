@@ -179,9 +179,7 @@ class Demo:
 
     def add_nodes(self, healthy: bool = True, description: str | None = None) -> list[str]:
         """Two client nodes that are not tied to agent processes (for run/status/logs tests)."""
-        ids = [self.fake.add_node(name, healthy=healthy, description=description) for name in self.cfg.client_names()]
-        self.fake.wait_for(lambda c: all(c.nodes[n]["Status"] == "ready" for n in ids), message="nodes ready")
-        return ids
+        return self.fake.add_nodes(self.cfg.client_names(), healthy=healthy, description=description)
 
     def task_status(self, arn: str) -> str:
         return self.ecs.describe_tasks(cluster=self.ecs_demo.cluster, tasks=[arn])["tasks"][0]["lastStatus"]
