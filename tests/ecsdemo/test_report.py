@@ -22,6 +22,10 @@ from ecsdemo.scenarios.model import Report, ScenarioResult
 from tests.support.moto_world import FAMILY
 from tests.support.running_demo import demo_config, run_job
 
+# `aws` and `ecs_demo` (tests/support/moto_world.py): the demo's network and task definitions made once for
+# this module (moto's EC2 is slow), and an ECS cluster of each test's own.
+MOTO_PER_MODULE = True
+
 
 class Parsed(HTMLParser):
     """The elements the report is made of: every tag with its attributes, the text of ARN labels."""

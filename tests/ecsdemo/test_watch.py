@@ -19,6 +19,10 @@ from ecsdemo.nomad import NomadClient, task_arn
 from ecsdemo.watch import Watcher, diff, task_id
 from tests.support.running_demo import demo_config, run_job, wait
 
+# `aws` and `ecs_demo` (tests/support/moto_world.py): the demo's network and task definitions made once for
+# this module (moto's EC2 is slow), and an ECS cluster of each test's own.
+MOTO_PER_MODULE = True
+
 
 def render(renderable, width: int) -> str:
     con = Console(record=True, width=width, height=60, file=open(os.devnull, "w"), color_system=None)

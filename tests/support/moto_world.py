@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 import tempfile
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import msgpack
@@ -107,9 +107,15 @@ def create_demo_ecs(aws, revisions: int = 2) -> EcsDemo:
 
 @pytest.fixture
 def ecs_demo(request, aws):
-    """The demo's ECS resources on the (reset) moto server; in a `MOTO_PER_MODULE` module, the module's."""
+    """The demo's ECS resources on the (reset) moto server. In a `MOTO_PER_MODULE` module: the module's
+    network and task definitions (`module_aws`) with an ECS cluster of the test's own, so that no test
+    sees a task of an earlier one, not even a STOPPED one (moto keeps those)."""
     if getattr(request.module, "MOTO_PER_MODULE", False):
-        return request.getfixturevalue("module_aws")[1]
+        helper, shared = request.getfixturevalue("module_aws")
+        # not CLUSTER plus a suffix: moto's ListTasks matches a cluster's name anywhere in a task's cluster ARN
+        cluster = f"test-cluster-{uuid.uuid4().hex[:8]}"
+        helper.client("ecs").create_cluster(clusterName=cluster)
+        return replace(shared, cluster=cluster)
     return create_demo_ecs(aws)
 
 
