@@ -9,7 +9,8 @@
 - `nomad`: runs a real Nomad agent. Skipped where no usable Nomad 1.1-1.9 is found (PATH, ECSDEMO_NOMAD_BIN
   or ecsdemo's cache).
 
-Every Terraform or real-Nomad test is also `slow`. The skips are decided here, once, at collection.
+Every Terraform or real-Nomad test is also `slow` (collection fails otherwise). The skips are decided
+here, once, at collection.
 """
 
 from __future__ import annotations
@@ -23,6 +24,11 @@ from tests.support.terraform import find_tf_mirror
 
 
 def pytest_collection_modifyitems(config, items):
+    unmarked = [item.nodeid for item in items
+                if (item.get_closest_marker("terraform") or item.get_closest_marker("nomad"))
+                and not item.get_closest_marker("slow")]
+    if unmarked:
+        raise pytest.UsageError("a terraform or nomad test must also be marked slow: " + ", ".join(unmarked))
     terraform_tests = [item for item in items if item.get_closest_marker("terraform")]
     if terraform_tests:
         mirror, why = find_tf_mirror()
