@@ -13,15 +13,15 @@ import argparse
 import sys
 from pathlib import Path
 
+import grpc_tools
+from grpc_tools import protoc
+
 ROOT = Path(__file__).resolve().parent.parent
 PROTO_DIR = Path("driver") / "pb"
 
 
 def generate(out: Path) -> list[Path]:
     """Run protoc on every driver/pb/*.proto, writing into out/driver/pb; returns the written files."""
-    import grpc_tools
-    from grpc_tools import protoc
-
     protos = sorted(str(p.relative_to(ROOT)) for p in (ROOT / PROTO_DIR).glob("*.proto"))
     if not protos:
         raise SystemExit(f"no .proto files in {ROOT / PROTO_DIR}")

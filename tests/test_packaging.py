@@ -3,14 +3,20 @@ there, and every module it imports at run time is a declared dependency (a fresh
 
 from __future__ import annotations
 
+import ast
 import json
 import os
+import re
 import subprocess
 import sys
+import tomllib
 import zipfile
+from importlib import metadata
 from pathlib import Path
 
 import pytest
+
+from tests.support import releasetree as rt
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -57,10 +63,6 @@ def test_wheel_ships_the_release_key(wheel):
 
 def _declared_closure() -> set[str]:
     """The distributions the wheel's dependencies bring in (declared ones and what they depend on)."""
-    import re
-    import tomllib
-    from importlib import metadata
-
     def norm(name: str) -> str:
         return re.sub(r"[-_.]+", "-", name).lower()
 
@@ -83,10 +85,6 @@ def _declared_closure() -> set[str]:
 def test_every_runtime_import_is_a_declared_dependency():
     """Each third-party module that ecsdemo/ or driver/ imports comes from a distribution the wheel's
     dependencies install (the test extra does not count)."""
-    import ast
-    import re
-    from importlib import metadata
-
     modules = set()
     for package in ("ecsdemo", "driver"):
         for path in (ROOT / package).rglob("*.py"):
@@ -118,8 +116,6 @@ def fresh_venv(tmp_path_factory, wheel) -> Path:
 
 @pytest.mark.slow
 def test_a_fresh_install_without_the_test_extra_runs(fresh_venv, tmp_path):
-    from tests.support import releasetree as rt
-
     bin_dir = fresh_venv / "bin"
     # no nomad anywhere, an empty cache, no mirror that could reach the internet
     env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "HOME": str(tmp_path), "ECSDEMO_CACHE_DIR": str(tmp_path / "cache"),

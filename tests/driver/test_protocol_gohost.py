@@ -19,8 +19,10 @@ from pathlib import Path
 
 import pytest
 
+from driver.declaration import CONFIG, TASK_CONFIG
 from driver.handle import OWNER_TAG
 from driver.pb import base_pb2, driver_pb2
+from driver.servicer import hclspec_proto
 from ecsdemo.cty import cty_msgpack
 from tests.support.plugin_host import PLUGIN_EXE
 
@@ -58,9 +60,6 @@ def test_go_plugin_host_handshakes_pings_calls_and_kills(gohost):
     base = "/hashicorp.nomad.plugins.base.proto.BasePlugin/"
     schema_bytes = base_pb2.ConfigSchemaRequest().SerializeToString()
     # The config is encoded against the schema the plugin declares, as Nomad does.
-    from driver.declaration import CONFIG
-    from driver.servicer import hclspec_proto
-
     config = cty_msgpack(hclspec_proto(CONFIG), {"enabled": False, "log_level": "debug"})
     set_config = base_pb2.SetConfigRequest(msgpack_config=config, plugin_api_version="v0.1.0").SerializeToString()
     results, host_log = run_gohost(gohost, [
@@ -162,9 +161,6 @@ BASE = "/hashicorp.nomad.plugins.base.proto.BasePlugin/"
 
 
 def _configure(gh: GoHost, inst: str, config: dict) -> None:
-    from driver.declaration import CONFIG
-    from driver.servicer import hclspec_proto
-
     gh.launch(inst)
     gh.call(inst, BASE + "SetConfig", base_pb2.SetConfigRequest(
         msgpack_config=cty_msgpack(hclspec_proto(CONFIG), config), plugin_api_version="v0.1.0"))
@@ -180,9 +176,6 @@ def test_go_plugin_host_stale_restore_never_stops_the_replacements_task(gohost, 
     lost-node: A's plugin is SIGKILLed; B recovers; A's client returns (Nomad 1.1-1.5: still "running"
     locally): RecoverTask, WaitTask, then a normal StopTask and DestroyTask(force).
     The ECS task must stay RUNNING and B's WaitTask open; B's own normal stop still stops it."""
-    from driver.declaration import TASK_CONFIG
-    from driver.servicer import hclspec_proto
-
     config = {"enabled": True, "cluster": world.cluster, "region": world.aws.region, "endpoint": world.aws.url,
               "fingerprint_interval": "200ms", "poll_interval": "200ms"}
     body = {"task": {"task_definition": f"{world.family}:1", "launch_type": "FARGATE",

@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from driver.pb import base_pb2, driver_pb2, go_plugin_pb2, hclspec_pb2
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -22,8 +24,6 @@ def test_generated_stubs_are_up_to_date(tmp_path):
 
 
 def test_wire_names_match_the_contract():
-    from driver.pb import base_pb2, driver_pb2, go_plugin_pb2, hclspec_pb2
-
     services = {s.full_name: [m.name for m in s.methods] for mod in (base_pb2, driver_pb2, go_plugin_pb2)
                 for s in mod.DESCRIPTOR.services_by_name.values()}
     assert services["hashicorp.nomad.plugins.base.proto.BasePlugin"] == ["PluginInfo", "ConfigSchema", "SetConfig"]

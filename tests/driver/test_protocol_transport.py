@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import os
 import re
 import signal
@@ -12,6 +13,12 @@ from pathlib import Path
 
 import grpc
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from google.protobuf import empty_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from driver.pb import driver_pb2, go_plugin_pb2, go_plugin_pb2_grpc
 from ecsdemo.pluginclient import MAGIC_COOKIE_KEY, NOMAD_ENV, Handshake, PluginError
@@ -115,8 +122,6 @@ def test_sigint_is_ignored_and_sigterm_stops_cleanly(plugin_host):
 
 
 def test_health_service_reports_plugin_serving(plugin_host):
-    from grpc_health.v1 import health_pb2, health_pb2_grpc
-
     host = plugin_host()
     resp = health_pb2_grpc.HealthStub(host.channel).Check(health_pb2.HealthCheckRequest(service="plugin"), timeout=5)
     assert resp.status == health_pb2.HealthCheckResponse.SERVING
@@ -124,8 +129,6 @@ def test_health_service_reports_plugin_serving(plugin_host):
 
 @pytest.mark.slow
 def test_stdio_stream_stays_silent_until_cancelled(plugin_host):
-    from google.protobuf import empty_pb2
-
     host = plugin_host()
     call = go_plugin_pb2_grpc.GRPCStdioStub(host.channel).StreamStdio(empty_pb2.Empty(), timeout=0.7)
     with pytest.raises(grpc.RpcError) as err:
@@ -212,13 +215,6 @@ def test_a_plugin_that_prints_garbage_is_rejected_by_the_host(tmp_path):
 # ---- AutoMTLS (go-plugin hosts other than Nomad) ---------------------------------------------------
 
 def _client_identity() -> tuple[bytes, bytes]:
-    import datetime
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
     # go-plugin's own hosts use P-521, which grpcio's BoringSSL cannot sign or verify with (see README)
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
@@ -235,8 +231,6 @@ def _client_identity() -> tuple[bytes, bytes]:
 
 
 def test_auto_mtls_serves_tls_that_requires_the_client_certificate(plugin_host):
-    from cryptography import x509
-
     cert_pem, key_pem = _client_identity()
     host = plugin_host(extra_env={"PLUGIN_CLIENT_CERT": cert_pem.decode()}, client_tls=(cert_pem, key_pem))
     field6 = host.handshake.server_cert

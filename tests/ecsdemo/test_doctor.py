@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import socket
 
 import pytest
+from rich.console import Console
 from typer.testing import CliRunner
 
-from ecsdemo import doctor
+from ecsdemo import doctor, releases
 from ecsdemo.cli import app
+from ecsdemo.commands.lifecycle import print_checks
 from ecsdemo.config import DemoConfig
 from tests.support.standin_demo import MIRROR, free_ports_cfg, standin_nomad
 
@@ -167,12 +170,6 @@ def test_doctor_command_bad_input(tmp_path):
 def test_table_keeps_hints_readable_at_80_columns(tmp_path, monkeypatch):
     """The fixes go below the table as whole paragraphs: no word (or URL) is split across lines at 80
     columns, and the table itself fits."""
-    import io
-
-    from rich.console import Console
-
-    from ecsdemo.commands.lifecycle import print_checks
-
     checks = [
         doctor.Check("nomad", False, "`nomad` is not on PATH and ecsdemo's cache has no Nomad", blocking=False,
                      hint="run `ecsdemo install nomad` or download https://releases.hashicorp.com/nomad/1.9.7/ "
@@ -202,8 +199,6 @@ def test_table_keeps_hints_readable_at_80_columns(tmp_path, monkeypatch):
 
 def test_doctor_command_names_where_nomad_comes_from(tmp_path, monkeypatch):
     """On PATH, Nomad 1.10 is skipped (saying why) for the 1.9.7 in ecsdemo's cache; the JSON names the version."""
-    from ecsdemo import releases
-
     cache = tmp_path / "cache"
     monkeypatch.setenv("ECSDEMO_CACHE_DIR", str(cache))
     monkeypatch.delenv("ECSDEMO_NOMAD_BIN", raising=False)

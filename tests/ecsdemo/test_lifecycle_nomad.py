@@ -3,12 +3,15 @@ agent processes and the moto server: assertions on what happened and on the requ
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import signal
+import subprocess
 
+import psutil
 import pytest
 
-from ecsdemo import agents, lifecycle
+from ecsdemo import agents, lifecycle, render
 from ecsdemo.errors import EcsdemoError
 from tests.support.standin_demo import fast_timing, outputs_for
 
@@ -120,10 +123,6 @@ def test_run_shows_nomads_own_error_text(demo):
 
 @pytest.mark.slow
 def test_run_when_the_task_fails_to_start_reports_the_driver_error(demo):
-    import dataclasses
-
-    from ecsdemo import render
-
     # a job whose task definition ECS does not know: the plugin's RunTask fails (unrecoverable)
     missing = dataclasses.replace(demo.ecs_demo, task_definition="no-such-family:9")
     render.render_all(demo.cfg, outputs_for(missing, missing.endpoint), missing.endpoint)
@@ -163,8 +162,6 @@ def test_teardown_stops_job_task_and_agents_and_is_idempotent(demo):
     assert demo.fake.requests_to("DELETE", "/v1/job/nomad-ecs-demo")
     assert set(result.agents.values()) == {"stopped"}
     assert not agents.load(demo.cfg)
-    import psutil
-
     assert not any(psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE for p in pids)
     assert all(not d.exists() for d in data_dirs)
     assert demo.cfg.state.path("config.json").exists()       # --keep-infra keeps the demo's config
@@ -195,8 +192,6 @@ def test_teardown_after_agents_were_killed_by_hand_stops_the_left_task(demo):
 
 def test_teardown_never_signals_a_reused_pid(nomad_demo):
     demo = nomad_demo
-    import subprocess
-
     other = subprocess.Popen(["sleep", "30"])
     try:
         demo.cfg.state.write_json("agents.json", {"nomad-server": {

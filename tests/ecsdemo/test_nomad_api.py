@@ -5,9 +5,11 @@ from __future__ import annotations
 import base64
 import threading
 import time
+from datetime import datetime, timezone
 
 import pytest
 
+from driver.state import DriverState
 from ecsdemo.errors import EcsdemoError
 from ecsdemo.local import free_port
 from ecsdemo.nomad import (
@@ -44,10 +46,6 @@ def _run_job(fake, demo, client=None):
 # --- pure helpers ----------------------------------------------------------------------------------
 
 def test_decode_driver_state_reads_every_form_the_plugin_writes_or_recovers():
-    from datetime import datetime, timezone
-
-    from driver.state import DriverState
-
     def stub(blob: bytes) -> dict:
         return {"TaskStates": {TASK: {"TaskHandle": {"Version": 1, "DriverState": base64.b64encode(blob).decode()}}}}
 

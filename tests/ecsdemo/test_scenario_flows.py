@@ -13,6 +13,7 @@ still rendered by `ecsdemo.render` and parsed by the fake's /v1/jobs/parse).
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -250,8 +251,6 @@ def test_all_skips_the_rest_after_a_failure(demo_factory):
 
 # --- the command line, wired to production adapters ------------------------------------------------
 def _cli(demo: Demo, *args: str) -> subprocess.CompletedProcess:
-    import os
-
     demo.cfg.save()
     env = dict(os.environ, COLUMNS="200")
     env.pop("NOMAD_ADDR", None)

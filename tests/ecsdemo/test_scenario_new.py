@@ -14,9 +14,15 @@ The outage tests pause a moto server of their own, never the session's shared on
 from __future__ import annotations
 
 import dataclasses
+import os
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 
+from ecsdemo import agents as agents_mod
 from ecsdemo import local
 from ecsdemo.config import TASK_NAME
 from ecsdemo.nomad import NomadClient, task_arn
@@ -142,8 +148,6 @@ def test_client_restart_needs_a_handed_over_allocation(demo_factory):
 
 @pytest.mark.slow
 def test_client_restart_only_restarts_agents_ecsdemo_started(demo_factory):
-    from ecsdemo import agents as agents_mod
-
     demo = demo_factory()
     drained = demo.running_alloc()["NodeID"]
     assert runner.run("drain", make_env(demo)).ok
@@ -298,12 +302,6 @@ def test_all_in_the_new_order_through_the_real_plugin(outage_demo):
 @pytest.mark.slow
 def test_outage_interrupted_with_ctrl_c_resumes_the_endpoint(outage_demo):
     """`ecsdemo run-scenario outage` as a user runs it, interrupted mid-outage: the endpoint answers again."""
-    import os
-    import signal
-    import subprocess
-    import sys
-    import time
-
     demo, proc = outage_demo
     demo.cfg.save()
     env = dict(os.environ, COLUMNS="200")

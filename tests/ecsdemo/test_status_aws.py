@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import time
 
+import boto3
 import pytest
+from botocore.config import Config
 
 from ecsdemo import aws as ecs_aws
 from ecsdemo.config import DemoConfig
 from ecsdemo.errors import EcsdemoError
+from ecsdemo.local import free_port
 
 ALLOC = "5d2a8e4c-1b7f-4f3e-9c61-0a9d5b2e7f10"
 
@@ -110,12 +113,7 @@ def test_local_mode_without_endpoint_is_a_clear_error(tmp_path):
 
 
 def test_unreachable_endpoint_is_a_clear_error(tmp_path):
-    from ecsdemo.local import free_port
-
     cfg = make_cfg(tmp_path, f"http://127.0.0.1:{free_port()}")
-    import boto3
-    from botocore.config import Config
-
     client = boto3.client("ecs", region_name=cfg.region, endpoint_url=ecs_aws.endpoint_url(cfg),
                           aws_access_key_id="testing", aws_secret_access_key="testing",
                           config=Config(retries={"max_attempts": 1}))

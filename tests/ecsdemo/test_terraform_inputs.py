@@ -10,6 +10,7 @@ import json
 import os
 from pathlib import Path
 
+import hcl2
 import pytest
 
 from ecsdemo import infra, local, terraform
@@ -163,8 +164,6 @@ def test_terraforms_own_error_text_reaches_the_user(tmp_path):
 
 
 def test_shipped_module_declares_what_the_issue_asks(tmp_path):
-    import hcl2
-
     opts = hcl2.SerializationOptions(strip_string_quotes=True, explicit_blocks=False, with_comments=False)
     merged: dict[str, list] = {}
     for tf in sorted(terraform_dir().glob("*.tf")):

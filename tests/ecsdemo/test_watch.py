@@ -13,10 +13,12 @@ import types
 import pytest
 from rich.console import Console
 
-from ecsdemo import local, views
+from ecsdemo import local, status, views
 from ecsdemo.config import JOB_ID, TASK_NAME, DemoConfig
+from ecsdemo.local import free_port
 from ecsdemo.nomad import NomadClient, task_arn
 from ecsdemo.watch import Watcher, diff, task_id
+from tests.fakenomad import FakeNomad, Timings
 from tests.support.running_demo import demo_config, run_job, wait
 
 # `aws` and `ecs_demo` (tests/support/moto_world.py): the demo's network and task definitions made once for
@@ -112,8 +114,6 @@ def test_stopping_the_job_is_no_detach(drained):
 @pytest.mark.slow
 def test_status_layout_is_the_watch_layout(drained):
     watcher, old, new, arn, _ = drained
-    from ecsdemo import status
-
     data = status.collect(watcher.cfg)
     text = render(views.status_view(data), 80)
     assert max(len(line) for line in text.splitlines()) <= 80
@@ -149,8 +149,6 @@ def test_diff_events_from_views():
 
 
 def test_once_with_nothing_running(tmp_path):
-    from ecsdemo.local import free_port
-
     cfg = DemoConfig(state_dir=tmp_path / ".ecsdemo", local=True, server_http_port=free_port())
     cfg.state.ensure()
     cfg.save()
@@ -174,8 +172,6 @@ def test_live_view_needs_a_terminal(tmp_path):
 
 @pytest.mark.slow
 def test_watcher_sees_nomad_come_up(tmp_path, ecs_demo, moto_server):
-    from tests.fakenomad import FakeNomad, Timings
-
     port = local.free_port()
     cfg = demo_config(tmp_path, types.SimpleNamespace(port=port), ecs_demo, moto_server)
     with Watcher(cfg, block_wait=1, ecs_interval=0.2) as watcher:

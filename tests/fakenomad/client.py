@@ -44,6 +44,7 @@ import time
 from pathlib import Path
 
 import grpc
+import psutil
 
 from driver.pb import driver_pb2
 from tests.fakenomad.model import TERMINAL_CLIENT, Cluster, new_task_state, task_event
@@ -77,8 +78,6 @@ def driver_info(detected: bool = True, healthy: bool = True, description: str | 
 
 def _pid_alive(pid: int) -> bool:
     try:
-        import psutil
-
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     except Exception:
         return False

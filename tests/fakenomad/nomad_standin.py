@@ -35,6 +35,7 @@ import hcl2
 import psutil
 
 from driver.pb import base_pb2
+from tests.fakenomad.client import driver_info
 from tests.fakenomad.fake import FakeNomad
 from tests.fakenomad.model import Timings
 from tests.fakenomad.plugin_runtime import AttachedRuntime, ReattachedProcess
@@ -100,8 +101,6 @@ class RegisterHandler(_Base):
 
 
 def _no_driver(body: dict) -> dict:
-    from tests.fakenomad.client import driver_info
-
     return driver_info(False, False, body.get("plugin_error"))
 
 

@@ -33,7 +33,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
+import psutil
 from google.protobuf.duration_pb2 import Duration
+from grpc_status import rpc_status
 
 from driver.pb import base_pb2, driver_pb2, recoverable_error_pb2
 from ecsdemo.cty import cty_msgpack
@@ -72,8 +74,6 @@ def _rpc_error(exc: grpc.RpcError, what: str) -> DriverError:
         return PluginGone(f"{what}: plugin is shut down ({details})", code=code.name)
     recoverable = False
     try:
-        from grpc_status import rpc_status
-
         status = rpc_status.from_call(exc)
         for d in (status.details if status else []):
             if d.Is(recoverable_error_pb2.RecoverableError.DESCRIPTOR):
@@ -110,8 +110,6 @@ class ReattachedProcess(PluginProcess):
 
     def alive(self) -> bool:
         try:
-            import psutil
-
             return psutil.Process(self._pid).status() != psutil.STATUS_ZOMBIE
         except Exception:
             return False
