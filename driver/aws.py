@@ -35,7 +35,7 @@ _TRANSIENT_CODES = {
 
 def _translate(exc: Exception) -> AwsError:
     # Lazy like boto3 in EcsApi._ecs (this module is on the path to the handshake); botocore is loaded by then.
-    from botocore import exceptions as bex
+    from botocore import exceptions as bex  # noqa: PLC0415 - start-up time (lazy)
 
     if isinstance(exc, bex.ClientError):
         err = exc.response.get("Error", {})
@@ -82,8 +82,8 @@ class EcsApi:
         if self._client is None:
             # Lazy: boto3 costs ~100 ms of import, and this module is imported before the handshake line
             # (benchmarks/plugin_startup.py); the first ECS call pays it instead.
-            import boto3
-            from botocore.config import Config
+            import boto3  # noqa: PLC0415 - start-up time (lazy)
+            from botocore.config import Config  # noqa: PLC0415 - start-up time (lazy)
 
             cfg = Config(retries={"mode": "standard", "max_attempts": self._max_attempts},
                          connect_timeout=self._timeouts[0], read_timeout=self._timeouts[1])

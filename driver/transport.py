@@ -99,8 +99,8 @@ class AutoMtls:
     def handshake_field(self) -> str:
         """Base64 (standard alphabet, no padding) of our certificate's DER, as go-plugin writes it."""
         # Lazy, as in generate(): cryptography costs ~50 ms of start-up, needed only when the host asks for TLS.
-        from cryptography import x509
-        from cryptography.hazmat.primitives.serialization import Encoding
+        from cryptography import x509  # noqa: PLC0415 - start-up time (lazy)
+        from cryptography.hazmat.primitives.serialization import Encoding  # noqa: PLC0415 - start-up time (lazy)
 
         der = x509.load_pem_x509_certificate(self.cert_pem).public_bytes(Encoding.DER)
         return base64.b64encode(der).decode().rstrip("=")
@@ -109,10 +109,10 @@ class AutoMtls:
     def generate(cls, client_cert_pem: str) -> "AutoMtls":
         # Lazy: importing cryptography costs ~50 ms on the path to the handshake line, and only a host that
         # sends PLUGIN_CLIENT_CERT needs it (benchmarks/plugin_startup.py measures that path).
-        from cryptography import x509
-        from cryptography.hazmat.primitives import hashes, serialization
-        from cryptography.hazmat.primitives.asymmetric import ec
-        from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+        from cryptography import x509  # noqa: PLC0415 - start-up time (lazy)
+        from cryptography.hazmat.primitives import hashes, serialization  # noqa: PLC0415 - start-up time (lazy)
+        from cryptography.hazmat.primitives.asymmetric import ec  # noqa: PLC0415 - start-up time (lazy)
+        from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID  # noqa: PLC0415 - start-up time (lazy)
 
         try:
             x509.load_pem_x509_certificate(client_cert_pem.encode())
