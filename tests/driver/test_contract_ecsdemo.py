@@ -31,7 +31,7 @@ def _load(path):
         return hcl2.load(fh, serialization_options=OPTS)
 
 
-def test_rendered_files_drive_the_real_plugin_and_ecsdemo_reads_what_it_leaves(tmp_path, world, moto_url,  # noqa: F811
+def test_rendered_files_drive_the_real_plugin_and_ecsdemo_reads_what_it_leaves(tmp_path, world, moto_url,
                                                                                  plugin_host):
     cfg = DemoConfig(state_dir=tmp_path / "state", render_dir=tmp_path / "nomad", local=True, clients=1)
     outputs = Outputs(demo_subnet_id=world.subnet, demo_security_group_id=world.security_group,

@@ -168,7 +168,7 @@ def _configure(gh: GoHost, inst: str, config: dict) -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("how", ["drain", "lost-node"])
-def test_go_plugin_host_stale_restore_never_stops_the_replacements_task(gohost, world, how):  # noqa: F811
+def test_go_plugin_host_stale_restore_never_stops_the_replacements_task(gohost, world, how):
     """Nomad's sequences through go-plugin, one plugin process per client start:
     drain: A starts and detaches (StopTask DETACH, WaitTask, DestroyTask); B recovers the handle under a
     new task id; A's client restarts and restores its dead allocation: RecoverTask(old id, old handle),

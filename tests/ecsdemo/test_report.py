@@ -136,7 +136,7 @@ class JobFiles:
 
 
 @pytest.fixture
-def demo(tmp_path, nomad_cluster, ecs_demo, moto_server):  # noqa: F811
+def demo(tmp_path, nomad_cluster, ecs_demo, moto_server):
     """A saved local demo on the fake Nomad with the job running; `env()` makes a fast ScenarioEnv."""
     cfg = demo_config(tmp_path, nomad_cluster, ecs_demo, moto_server)
     run_job(nomad_cluster, ecs_demo)

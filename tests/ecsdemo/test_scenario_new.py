@@ -84,7 +84,7 @@ def _no_running_tasks(aws, ecs) -> None:
 
 
 @pytest.fixture
-def demo_factory(module_aws, tmp_path, request):  # noqa: F811
+def demo_factory(module_aws, tmp_path, request):
     aws, ecs = module_aws
     _no_running_tasks(aws, ecs)
     return _factory(aws, ecs, tmp_path, request)

@@ -37,7 +37,7 @@ def row(text: str, start: str) -> str:
 
 
 @pytest.fixture
-def drained(tmp_path, nomad_cluster, ecs_demo, moto_server):  # noqa: F811
+def drained(tmp_path, nomad_cluster, ecs_demo, moto_server):
     """The demo job drained from its node while a Watcher follows: (watcher, old alloc, new alloc, ARN, fake)."""
     cfg = demo_config(tmp_path, nomad_cluster, ecs_demo, moto_server)
     api, old = run_job(nomad_cluster, ecs_demo)
@@ -210,7 +210,7 @@ def tmux(sock: str, *args: str) -> str:
 
 @pytest.mark.slow
 @pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed (apt-get install tmux)")
-def test_live_view_in_tmux_and_ctrl_c_restores_the_terminal(tmp_path, nomad_cluster, ecs_demo, moto_server):  # noqa: F811
+def test_live_view_in_tmux_and_ctrl_c_restores_the_terminal(tmp_path, nomad_cluster, ecs_demo, moto_server):
     cfg = demo_config(tmp_path, nomad_cluster, ecs_demo, moto_server)
     _, alloc = run_job(nomad_cluster, ecs_demo)
     sock = str(tmp_path / "tmux.sock")
