@@ -38,7 +38,8 @@ def run_plugin(env_overrides: dict, drop: tuple = (), timeout: float = 20) -> su
 
 @pytest.mark.parametrize("cookie", [None, "", "not-the-cookie"])
 def test_wrong_or_missing_cookie_exits_1_with_a_message(cookie):
-    res = run_plugin({} if cookie is None else {MAGIC_COOKIE_KEY: cookie}, drop=(MAGIC_COOKIE_KEY,) if cookie is None else ())
+    res = run_plugin({} if cookie is None else {MAGIC_COOKIE_KEY: cookie},
+                     drop=(MAGIC_COOKIE_KEY,) if cookie is None else ())
     assert res.returncode == 1
     assert res.stdout == b""
     assert b"This binary is a plugin" in res.stderr and b"not meant to be executed directly" in res.stderr
@@ -99,7 +100,8 @@ def test_shutdown_exits_within_two_seconds_even_with_open_streams(plugin_host):
     host.set_config({"enabled": False})
     fp = host.driver.Fingerprint(driver_pb2.FingerprintRequest(), timeout=30)
     events = host.driver.TaskEvents(driver_pb2.TaskEventsRequest(), timeout=30)
-    stdio = go_plugin_pb2_grpc.GRPCStdioStub(host.channel).StreamStdio(go_plugin_pb2.google_dot_protobuf_dot_empty__pb2.Empty(), timeout=30)
+    stdio = go_plugin_pb2_grpc.GRPCStdioStub(host.channel).StreamStdio(
+        go_plugin_pb2.google_dot_protobuf_dot_empty__pb2.Empty(), timeout=30)
     next(fp)
     started = time.monotonic()
     go_plugin_pb2_grpc.GRPCControllerStub(host.channel).Shutdown(go_plugin_pb2.Empty(), timeout=5)

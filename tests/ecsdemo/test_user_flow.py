@@ -122,7 +122,8 @@ def test_up_status_logs_run_all_scenarios_teardown(tmp_path, tf_mirror, monkeypa
         # every scenario, in the demo's order
         proc = ecsdemo(cfg, "run-scenario", "all", "--json", "--timeout", "120")
         report = json.loads(proc.stdout)
-        failed = [(r["scenario"], c["name"], c["detail"]) for r in report["results"] for c in r["checks"] if not c["ok"]]
+        failed = [(r["scenario"], c["name"], c["detail"])
+                  for r in report["results"] for c in r["checks"] if not c["ok"]]
         errors = [(r["scenario"], r["error"]) for r in report["results"] if r["error"]]
         assert proc.returncode == 0 and report["ok"], (failed, errors, proc.stderr[-3000:])
         assert [r["scenario"] for r in report["results"]] == [

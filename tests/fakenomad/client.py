@@ -468,7 +468,8 @@ class TaskRunner:
             display = f"Task restarting in {go_duration_string(int(delay * NS))}"
             if reason != REASON_WITHIN_POLICY:
                 display = f"{reason} - {display}"
-            self._emit(task_event("Restarting", display, {"restart_reason": reason, "start_delay": str(int(delay * NS))},
+            self._emit(task_event("Restarting", display,
+                                  {"restart_reason": reason, "start_delay": str(int(delay * NS))},
                                   RestartReason=reason, StartDelay=int(delay * NS)), State="pending")
             self._set_phase("delay")
             self._sleep(delay, self.kill_requested)

@@ -123,7 +123,8 @@ class Cluster:
         node = {
             "ID": node_id, "SecretID": "", "Datacenter": datacenter, "Name": name, "HTTPAddr": http_addr,
             "TLSEnabled": False,
-            "Attributes": {"driver.ecs": "1" if driver["Detected"] else None, "nomad.version": self.version.split("+")[0],
+            "Attributes": {"driver.ecs": "1" if driver["Detected"] else None,
+                           "nomad.version": self.version.split("+")[0],
                            "kernel.name": "linux", "os.name": "debian", "unique.hostname": name,
                            "cpu.arch": "amd64", "nomad.advertise.address": http_addr},
             "NodeResources": {"Cpu": {"CpuShares": 4000}, "Memory": {"MemoryMB": 4096}, "Disk": {"DiskMB": 10000},

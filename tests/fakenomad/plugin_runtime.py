@@ -93,7 +93,8 @@ def _duration(seconds: float) -> Duration:
 
 def _attr(value) -> str:
     kind = value.WhichOneof("value")
-    return "" if kind is None else str(getattr(value, kind)).lower() if kind == "bool_val" else str(getattr(value, kind))
+    return ("" if kind is None
+            else str(getattr(value, kind)).lower() if kind == "bool_val" else str(getattr(value, kind)))
 
 
 class ReattachedProcess(PluginProcess):

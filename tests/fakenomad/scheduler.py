@@ -139,10 +139,11 @@ def _place(cl: Cluster, job: dict, group: dict, name: str, ev: dict, index: int,
     alloc = {
         "ID": new_id(), "Namespace": "default", "EvalID": ev["ID"], "Name": name, "NodeID": node["ID"],
         "NodeName": node["Name"], "JobID": job["ID"], "Job": copy.deepcopy(job), "TaskGroup": group["Name"],
-        "AllocatedResources": {"Tasks": {t["Name"]: {"Cpu": {"CpuShares": (t.get("Resources") or {}).get("CPU", 100)},
-                                                     "Memory": {"MemoryMB": (t.get("Resources") or {}).get("MemoryMB", 300)}}
-                                         for t in group["Tasks"]},
-                               "Shared": {"DiskMB": 300}},
+        "AllocatedResources": {
+            "Tasks": {t["Name"]: {"Cpu": {"CpuShares": (t.get("Resources") or {}).get("CPU", 100)},
+                                  "Memory": {"MemoryMB": (t.get("Resources") or {}).get("MemoryMB", 300)}}
+                      for t in group["Tasks"]},
+            "Shared": {"DiskMB": 300}},
         "Resources": None, "SharedResources": None, "TaskResources": None,
         "DesiredStatus": "run", "DesiredDescription": "",
         "DesiredTransition": {"Migrate": None, "Reschedule": None, "ForceReschedule": None, "NoShutdownDelay": None},
@@ -660,7 +661,8 @@ class ServerLoop:
                 cl.node_event(node, "Node drain complete", "Drain", index)
                 cl.stamp(node, index, "nodes")
                 continue
-            force = strategy["Deadline"] < 0 or (strategy.get("_force_at") and time.monotonic() >= strategy["_force_at"])
+            force = strategy["Deadline"] < 0 or (strategy.get("_force_at")
+                                                 and time.monotonic() >= strategy["_force_at"])
             marked_jobs = set()
             for a in running:
                 if a["DesiredTransition"].get("Migrate"):

@@ -154,7 +154,8 @@ def test_driver_health_follows_the_plugins_fingerprint(proxied, ecs_demo):
     fake.proxy.fault("5xx")
     fake.wait_for(lambda c: not c.nodes[n1]["Drivers"]["ecs"]["Healthy"], timeout=20, message="unhealthy")
     node = api(fake, f"/v1/node/{n1}")
-    assert node["Drivers"]["ecs"]["Detected"] and "DescribeClusters failed" in node["Drivers"]["ecs"]["HealthDescription"]
+    assert (node["Drivers"]["ecs"]["Detected"]
+            and "DescribeClusters failed" in node["Drivers"]["ecs"]["HealthDescription"])
     assert node["Events"][-1]["Subsystem"] == "Driver"
     assert node["Events"][-1]["Message"] == node["Drivers"]["ecs"]["HealthDescription"]
     fake.proxy.fault(None)
@@ -220,7 +221,8 @@ def test_returning_lost_client_kill_signal_by_version(version, signal, ecs_demo,
 
 
 @pytest.mark.slow
-def test_restore_of_a_running_task_that_cannot_be_recovered_destroys_it_and_starts_another(nomad_cluster, ecs_demo, aws):
+def test_restore_of_a_running_task_that_cannot_be_recovered_destroys_it_and_starts_another(
+        nomad_cluster, ecs_demo, aws):
     """task_runner.go restoreHandle: RecoverTask fails for a running task -> DestroyTask(force), a "Failed
     Restoring Task" event, a wait for the servers, then a StartTask: a second ECS task, the first one leaks."""
     fake = nomad_cluster
@@ -262,7 +264,8 @@ def test_nomad_1_10_has_no_remote_tasks_a_drain_stops_the_task(ecs_demo, aws, tm
         arn = local_arn(fake, n1, a1)
         requests.post(f"{fake.address}/v1/node/{n1}/drain", json={"DrainSpec": {"Deadline": -1}}, timeout=5)
         a2 = fake.wait_for(lambda c: c.allocs[a1]["NextAllocation"], message="replacement")
-        fake.wait_for(lambda c: c.allocs[a2]["ClientStatus"] == "running" and c.allocs[a1]["ClientStatus"] == "complete")
+        fake.wait_for(lambda c: c.allocs[a2]["ClientStatus"] == "running"
+                      and c.allocs[a1]["ClientStatus"] == "complete")
         assert [c[2]["signal"] for c in calls(fake, n1, a1) if c[0] == "StopTask"] == [""]
         n2 = fake.cluster.allocs[a2]["NodeID"]
         assert "RecoverTask" not in [c[0] for c in calls(fake, n2, a2)]

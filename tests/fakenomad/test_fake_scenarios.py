@@ -27,7 +27,8 @@ def test_job_run_sequence(nomad_cluster, ecs_demo, aws):
     assert alloc["ClientStatus"] == "running" and alloc["ClientDescription"] == "Tasks are running"
     assert events(alloc) == ["Received", "Task Setup", "Started"]
     ts = alloc["TaskStates"][TASK]
-    assert ts["State"] == "running" and ts["StartedAt"] and ts["FinishedAt"] is None and ts["TaskHandle"]["Version"] == 1
+    assert (ts["State"] == "running" and ts["StartedAt"] and ts["FinishedAt"] is None
+            and ts["TaskHandle"]["Version"] == 1)
     assert "PreviousAllocation" not in alloc and "NextAllocation" not in alloc  # omitempty
     assert alloc["DeploymentStatus"]["Healthy"] is True and alloc["Name"] == f"{JOB}.ecs-remote-task-demo[0]"
     task = ecs_task(aws, ecs_demo, arn_of(alloc))

@@ -139,9 +139,11 @@ def test_server_and_client_agents_drive_tasks_through_the_plugin(tmp_path, procs
 def test_client_without_the_plugin_registers_an_undetected_driver(tmp_path, procs):
     http, rpc, client_http = free_port(), free_port(), free_port()
     (tmp_path / "server.hcl").write_text(
-        f'data_dir = "{tmp_path}/server"\nports {{\n  http = {http}\n  rpc = {rpc}\n}}\nserver {{\n  enabled = true\n}}\n')
+        f'data_dir = "{tmp_path}/server"\nports {{\n  http = {http}\n  rpc = {rpc}\n}}\n'
+        f'server {{\n  enabled = true\n}}\n')
     (tmp_path / "client.hcl").write_text(
-        f'name = "c1"\ndata_dir = "{tmp_path}/c1"\nplugin_dir = "{tmp_path}/empty"\nports {{\n  http = {client_http}\n}}\n'
+        f'name = "c1"\ndata_dir = "{tmp_path}/c1"\nplugin_dir = "{tmp_path}/empty"\n'
+        f'ports {{\n  http = {client_http}\n}}\n'
         f'client {{\n  enabled = true\n  servers = ["127.0.0.1:{rpc}"]\n}}\n'
         'plugin "nomad-driver-ecs" {\n  config {\n    enabled = true\n    cluster = "c"\n  }\n}\n')
     for name in ("server", "client"):

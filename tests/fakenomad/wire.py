@@ -92,7 +92,8 @@ def b64(data: bytes) -> str:
 
 
 def _is_zero(value) -> bool:
-    if value is None or value is False or value == 0 and not isinstance(value, bool) and isinstance(value, (int, float)):
+    if (value is None or value is False
+            or value == 0 and not isinstance(value, bool) and isinstance(value, (int, float))):
         return True
     if isinstance(value, (str, list)):
         return len(value) == 0
