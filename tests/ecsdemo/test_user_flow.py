@@ -20,8 +20,9 @@ import boto3
 import psutil
 import pytest
 
-from ecsdemo import agents, infra, lifecycle, local
+from ecsdemo import agents, lifecycle, local
 from ecsdemo import status as status_view
+from ecsdemo.outputs import recorded
 from ecsdemo.progress import RecordingReporter
 from ecsdemo.resolve import resolve_config
 from tests.support.standin_demo import make_config, wait_for
@@ -102,7 +103,7 @@ def test_up_status_logs_run_all_scenarios_teardown(tmp_path, tf_mirror, monkeypa
         assert all(agents.status(r) == "running" for r in recs.values())
         assert (cfg.plugin_dir / "nomad-driver-ecs").is_file()
         endpoint = local.local_endpoint_status(cfg.state)
-        outputs = infra.outputs(cfg)
+        outputs = recorded(cfg.state)
         assert outputs.cluster_name == cfg.name and outputs.endpoint == endpoint["url"]
 
         # run, status, up again (reuses everything), logs
