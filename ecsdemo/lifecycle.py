@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
-from ecsdemo import agents, aws, binaries, doctor, driverctl, infra, local, render
+from ecsdemo import agents, aws, binaries, doctor, infra, local, plugininstall, render
 from ecsdemo.config import GROUP_NAME, JOB_ID, TASK_NAME, DemoConfig
 from ecsdemo.errors import EcsdemoError
 from ecsdemo.nomad import NomadClient, NomadError, node_ecs_driver, task_arn
@@ -134,7 +134,7 @@ def prepare_nomad_files(cfg: DemoConfig, outputs: Any, endpoint: str | None, rep
         paths = render.render_all(cfg, outputs, endpoint)
         reporter.info(f"wrote {len(paths)} files in {cfg.render_dir}")
     with reporter.step("Installing the nomad-driver-ecs plugin"):
-        launcher = driverctl.install_launcher(cfg.plugin_dir)
+        launcher = plugininstall.install_launcher(cfg.plugin_dir)
         reporter.info(f"plugin launcher {launcher}")
     return paths
 

@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from driver.main import main as plugin_main  # the plugin's public entry point (it imports its server lazily)
-from ecsdemo import drivercheck, driverctl, render
+from ecsdemo import drivercheck, plugininstall, render
 from ecsdemo.commands.common import JsonOpt, LocalOpt, RegionOpt, StateDirOpt
 from ecsdemo.console import RichReporter, console
 from ecsdemo.errors import EcsdemoError
@@ -44,7 +44,7 @@ def install(plugin_dir: PluginDirOpt = None, cluster: ClusterOpt = None, region:
             endpoint: EndpointOpt = None, state_dir: StateDirOpt = None) -> None:
     """Write an executable nomad-driver-ecs launcher into the plugin dir and print the agent's plugin block."""
     cfg = resolve_config(state_dir)
-    target = driverctl.install_launcher(plugin_dir or cfg.plugin_dir)
+    target = plugininstall.install_launcher(plugin_dir or cfg.plugin_dir)
     console.print(f"[green]✓[/green] installed {target}", soft_wrap=True)
     console.print(f"Add this block to each Nomad client's configuration (with plugin_dir = \"{target.parent}\"):\n",
                   soft_wrap=True)

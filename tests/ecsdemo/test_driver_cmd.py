@@ -1,4 +1,4 @@
-"""`ecsdemo driver install|check|serve` and the functions behind them (ecsdemo.driverctl, ecsdemo.drivercheck)."""
+"""`ecsdemo driver install|check|serve` and the functions behind them (ecsdemo.plugininstall, ecsdemo.drivercheck)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import sys
 import hcl2
 import pytest
 
-from ecsdemo import drivercheck, driverctl, pluginclient, render
+from ecsdemo import drivercheck, pluginclient, plugininstall, render
 from ecsdemo.config import DemoConfig
 from ecsdemo.errors import EcsdemoError
 from ecsdemo.outputs import Outputs
@@ -27,12 +27,12 @@ def run_cli(*args: str, cwd=None, timeout: float = 120) -> subprocess.CompletedP
 
 
 def test_install_writes_an_executable_launcher_bound_to_this_python(tmp_path):
-    target = driverctl.install_launcher(tmp_path / "plugins")
+    target = plugininstall.install_launcher(tmp_path / "plugins")
     assert target == tmp_path / "plugins" / "nomad-driver-ecs"
     assert stat.S_IMODE(target.stat().st_mode) & 0o111 == 0o111
     text = target.read_text()
     assert text.startswith("#!/bin/sh\n") and sys.executable in text and "-m driver.main" in text
-    assert driverctl.install_launcher(tmp_path / "plugins") == target  # idempotent
+    assert plugininstall.install_launcher(tmp_path / "plugins") == target  # idempotent
     assert target.read_text() == text
 
 
@@ -40,7 +40,7 @@ def test_install_refuses_to_overwrite_a_different_file(tmp_path):
     other = tmp_path / "nomad-driver-ecs"
     other.write_text("#!/bin/sh\necho someone else's plugin\n")
     with pytest.raises(EcsdemoError, match="not overwriting"):
-        driverctl.install_launcher(tmp_path)
+        plugininstall.install_launcher(tmp_path)
     assert "someone else" in other.read_text()
 
 
@@ -76,7 +76,7 @@ def test_the_client_config_holds_the_stanza_driver_install_prints(tmp_path, endp
 @pytest.mark.slow
 def test_installed_launcher_passes_the_check_against_moto(tmp_path, aws):
     aws.client("ecs").create_cluster(clusterName="checked")
-    launcher = driverctl.install_launcher(tmp_path / "plugins")
+    launcher = plugininstall.install_launcher(tmp_path / "plugins")
     reporter = RecordingReporter()
     report = drivercheck.check_plugin(launcher, {"enabled": True, "cluster": "checked", "region": aws.region,
                                                "endpoint": aws.url}, reporter,
@@ -93,7 +93,7 @@ def test_installed_launcher_passes_the_check_against_moto(tmp_path, aws):
 
 @pytest.mark.slow
 def test_check_reports_an_unhealthy_driver_and_a_bad_config(tmp_path, aws):
-    launcher = driverctl.install_launcher(tmp_path / "plugins")
+    launcher = plugininstall.install_launcher(tmp_path / "plugins")
     env = dict(os.environ, AWS_EC2_METADATA_DISABLED="true")
     report = drivercheck.check_plugin(launcher, {"enabled": True, "cluster": "absent", "region": aws.region,
                                                "endpoint": aws.url}, RecordingReporter(), env=env)
@@ -169,7 +169,7 @@ def test_cli_check_uses_the_saved_local_demo_endpoint(tmp_path, aws):
     DemoConfig(state_dir=state.root, local=True, name="saved-demo", render_dir=tmp_path / "nomad").save()
     state.write_json("local.json", {"url": aws.url})
     aws.client("ecs").create_cluster(clusterName="saved-demo")
-    driverctl.install_launcher(tmp_path / "nomad" / "plugins")
+    plugininstall.install_launcher(tmp_path / "nomad" / "plugins")
     res = run_cli("driver", "check", "--json", "--state-dir", str(state.root), cwd=tmp_path)
     assert res.returncode == 0, res.stderr + res.stdout
     report = json.loads(res.stdout)

@@ -14,9 +14,9 @@ import boto3
 import psutil
 import pytest
 
-from ecsdemo.driverctl import install_launcher
 from ecsdemo.local import free_port
 from ecsdemo.nomad import NomadClient, NomadUnavailable, task_arn
+from ecsdemo.plugininstall import install_launcher
 
 BIN = Path(__file__).parent / "bin" / "nomad"
 

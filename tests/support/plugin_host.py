@@ -11,8 +11,9 @@
 
 `cty_msgpack(spec, body)` encodes an HCL body (as a dict) against an hclspec Spec as Nomad does; the
 spec comes from the plugin itself (ConfigSchema / TaskConfigSchema), as it does in Nomad. `agent_start`
-runs contract F.1's three launches. The launching and encoding code is ecsdemo's go-plugin host
-(`ecsdemo.driverctl`), which `ecsdemo driver check` also uses: one implementation, tested here.
+runs the three launches a Nomad client agent makes at start (docs/nomad-notes.md). The launching and
+encoding code is ecsdemo's own go-plugin host (`ecsdemo.pluginclient`, `ecsdemo.cty`), which `ecsdemo driver
+check` also uses: one implementation, tested here.
 """
 
 from __future__ import annotations
