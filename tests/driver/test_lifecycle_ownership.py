@@ -1,5 +1,5 @@
 """The ownership rule, through real plugin processes against moto, in the call sequences Nomad's client sends
-(/work/shared/docs/nomad-task-runner.md): an allocation that handed its ECS task over never stops it.
+(docs/nomad-notes.md, "Agent restart"): an allocation that handed its ECS task over never stops it.
 
 Each test checks what the moto server holds (the task's status and its `nomad:owner` tag), and each check
 here fails against a plugin whose stale restore or returning client stops the task.

@@ -1,4 +1,4 @@
-"""A faithful fake of Nomad's HTTP API (see /work/shared/docs/nomad-http-api.md) for ecsdemo's tests.
+"""A faithful fake of Nomad's HTTP API (see docs/nomad-notes.md, "The HTTP API ecsdemo uses") for ecsdemo's tests.
 
 `FakeNomad` is the entry point; `PluginRuntime` runs the simulated clients' tasks through real
 `nomad-driver-ecs` processes (one per node); `Timings.fast()` makes scenarios take seconds.

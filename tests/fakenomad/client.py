@@ -1,7 +1,7 @@
 """A simulated Nomad client agent that drives every task through its node's REAL driver plugin.
 
 It follows Nomad 1.1-1.9's client (paths in Nomad's repository; summary in
-/work/shared/docs/nomad-task-runner.md and nomad-plugin-protocol.md F/G):
+docs/nomad-notes.md, "How the client drives a task"):
 
 * `SimClient` (client/client.go): waits for the plugin's first fingerprint, registers the node, heartbeats,
   restores every allocation of its local state DB (`StateDB`, client/state), pulls its allocations from the

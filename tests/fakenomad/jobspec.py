@@ -2,7 +2,7 @@
 
 Reads the HCL with python-hcl2. Driver `config` keeps python-hcl2's shape, which is Nomad's: nested blocks
 become lists of objects, integers stay integers. Durations become int nanoseconds. With ``canonicalize``
-the defaults Nomad's api package fills in (doc sections 6b/6d) are applied; without it, fields the HCL
+the defaults Nomad's api package fills in (docs/nomad-notes.md, "Job defaults") are applied; without it, fields the HCL
 does not set stay ``null``.
 """
 

@@ -6,7 +6,7 @@
     `heartbeat_grace`; other timings fast) and a private registration listener on `ports.rpc`;
   * a **client** config launches the driver plugin named by its `plugin "<name>" { config {...} }` stanza
     from `plugin_dir` (`-plugin-dir=DIR`, the config's `plugin_dir`, or `<data_dir>/plugins`) the way
-    Nomad does (nomad-plugin-protocol.md F.1: three launches; after a `kill -9` the next agent reattaches
+    Nomad does (docs/nomad-notes.md, "Agent start: three launches"; after a `kill -9` the next agent reattaches
     to a plugin that survived, A.9), then registers its node with the server named in `client.servers`
     (node ID kept in `<data_dir>/client/client-id`, like Nomad), passing its pid, HTTP port, data_dir and
     the plugin's go-plugin reattach info. The server's simulated client (tests/fakenomad/client.py)
@@ -160,7 +160,7 @@ def _launcher(exe: Path, logs: Path):
 
 
 def _reattach_saved(saved: dict | None, launch, config: dict):
-    """Agent start with saved reattach info (nomad-plugin-protocol.md F.1, A.9): the loader's two launches
+    """Agent start with saved reattach info (docs/nomad-notes.md, "Shutdown and reattach"): the loader's two launches
     (loader/init.go fingerprintPlugin, validatePluginConfig), then reattach to the saved plugin
     (drivermanager/instance.go) calling only PluginInfo; None when it cannot be reached (its pid is killed)."""
     if not saved:

@@ -4,7 +4,7 @@
 (`client/pluginmanager/drivermanager/instance.go`): a gRPC connection, the Fingerprint and TaskEvents
 streams read in the background, and the task RPCs the task runner makes (`plugins/drivers/client.go`),
 each recorded in `calls` (a call log tests assert on). Two ways to get one, as in Nomad
-(nomad-plugin-protocol.md F.1 and A.9):
+(docs/nomad-notes.md, "Agent start: three launches" and "Shutdown and reattach"):
 
 * `NodePlugin.launch`: the agent-start sequence (`agent_start`: loader fingerprint, config validation,
   the driver manager's SetConfig; three launches); the instance owns its process;
@@ -163,7 +163,7 @@ class NodePlugin:
     # --- getting one ------------------------------------------------------------------------------
     @classmethod
     def launch(cls, node_id: str, launch, config: dict) -> "NodePlugin":
-        """nomad-plugin-protocol.md F.1 (loader/init.go, drivermanager/instance.go): three launches."""
+        """docs/nomad-notes.md, "Agent start: three launches" (loader/init.go, drivermanager/instance.go)."""
         launched: list[PluginProcess] = []
 
         def counted():

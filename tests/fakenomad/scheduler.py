@@ -3,7 +3,7 @@
 `ServerLoop` ticks every `Timings.tick` and, under the cluster lock: marks nodes whose heartbeats
 stopped `down` (lost allocs, node-update evals), turns a client's `failed` report into an `alloc-failure`
 eval, marks allocs healthy (or unhealthy) and runs the deployment watcher's reaction, runs the drainer,
-then processes pending evaluations with `reconcile` (doc sections 6 and 10.8/10.9).
+then processes pending evaluations with `reconcile` (docs/nomad-notes.md, "Scheduler behaviour the demo depends on").
 
 Where Nomad's scheduler does something surprising the fake does it too (sources at v1.1.0 and v1.9.7):
 - a migrating (drained) alloc is stopped even when its replacement finds no node: the stop is

@@ -1,6 +1,6 @@
 """The fake Nomad's HTTP transport: routing, Nomad's wire conventions, blocking queries, logs streaming.
 
-`NomadHandler` serves the server agent's API (doc section 2). `AgentHandler` serves a client agent's own
+`NomadHandler` serves the server agent's API (docs/nomad-notes.md). `AgentHandler` serves a client agent's own
 HTTP port (`/v1/agent/self` with `stats.client.node_id`, `/v1/agent/health?type=client`). Every request
 is recorded on the owning `FakeNomad` (method, path, query, JSON body, status).
 """
@@ -227,7 +227,7 @@ class NomadHandler(_Base):
         return _canonical_keys(body)
 
     def blocking(self, index_fn, body_fn) -> None:
-        """Answer a read, honouring ?index=&wait= (doc section 3). Both functions run under the lock."""
+        """Answer a read, honouring ?index=&wait= (docs/nomad-notes.md, "Blocking queries"). Both run under the lock."""
         cl = self.fake.cluster
         min_index, wait = 0, MAX_WAIT
         if "index" in self.query:

@@ -1,4 +1,4 @@
-"""The simulated client's task runner against real plugin processes and moto (nomad-task-runner.md): a task
+"""The simulated client's task runner against real plugin processes and moto (docs/nomad-notes.md): a task
 that ends on its own, the restart policy and its exhaustion, StopTask retries, driver health from the
 fingerprint, agent restarts that restore dead allocations (RecoverTask + DestroyTask(force)) or fail to
 restore a running one, the returning lost client's kill signal by version, and Nomad 1.10's missing

@@ -1,4 +1,4 @@
-"""The fake's state sequences per scenario (nomad-http-api.md section 6), observed through its HTTP API,
+"""The fake's state sequences per scenario (docs/nomad-notes.md, "What each scenario looks like in the API"),
 with the simulated clients acting on the moto server's ECS for real."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The fake's wire fidelity (nomad-http-api.md sections 1-4, 9, 10): encodings, key sets, error codes and
+"""The fake's wire fidelity (docs/nomad-notes.md, "The HTTP API ecsdemo uses"): encodings, key sets, error codes and
 texts, indexes, blocking queries, logs framing, version differences."""
 
 from __future__ import annotations

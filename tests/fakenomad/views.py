@@ -1,4 +1,4 @@
-"""The JSON shape of each endpoint, per emulated version (doc sections 4 and 9).
+"""The JSON shape of each endpoint, per emulated version (docs/nomad-notes.md, "The HTTP API ecsdemo uses").
 
 Pure functions from the model's dicts to what Nomad would send; private ``_`` keys are dropped
 everywhere, ``Allocation``/``Evaluation`` get top-level omitempty, stubs keep every key.

@@ -1,4 +1,4 @@
-"""Nomad's JSON conventions (doc section 1), in one place.
+"""Nomad's JSON conventions (docs/nomad-notes.md, "JSON conventions"), in one place.
 
 Nomad encodes with go-msgpack's JsonHandle: Go field names, zero ``time.Time`` as ``null``, non-zero times
 as RFC3339Nano with trailing fraction zeros trimmed, ``[]byte`` as padded base64, ``time.Duration`` as int
