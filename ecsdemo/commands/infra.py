@@ -64,8 +64,8 @@ def apply_cmd(local: ModeOpt = None, region: RegionOpt = None, name: NameOpt = N
 def destroy_cmd(local: ModeOpt = None, json: JsonOpt = False, state_dir: StateDirOpt = None) -> None:
     """Remove the demo's AWS resources (with the settings of the last apply). Fine when there are none.
 
-    The mode recorded by the last apply wins over --local/--aws. The local endpoint keeps running;
-    `ecsdemo local stop` stops it.
+    While the demo is live, a --local/--aws other than its mode is refused, as in `up`.
+    The local endpoint keeps running; `ecsdemo local stop` stops it.
     """
     cfg = resolve_config(state_dir, local=local)
     destroyed = infra.destroy(cfg, RichReporter(quiet=json))
