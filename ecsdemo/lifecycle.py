@@ -40,26 +40,6 @@ def nomad_client(address: str, timeout: float = 10.0) -> NomadClient:
     return NomadClient(address, timeout=timeout)
 
 
-class _TimedOut(EcsdemoError):
-    """`wait_until` ran out of time in `_wait`, which re-raises it as the error its caller words."""
-
-
-def _wait(what: str, fetch: Callable[[float], T], done: Callable[[T], bool], timeout: float, interval: float,
-          timed_out: Callable[[T], EcsdemoError]) -> T:
-    """`ecsdemo.waiting.wait_until`, with the timeout error each wait of `up`, `run` and `teardown` has always
-    given: `timed_out(the last value fetched)`."""
-    last: list[T] = []
-
-    def keep(value: T) -> str:
-        last.append(value)
-        return ""
-
-    try:
-        return wait_until(what, fetch, done, timeout, explain=keep, interval=interval, error=_TimedOut)
-    except _TimedOut:
-        raise timed_out(last[-1]) from None
-
-
 # --- up -------------------------------------------------------------------------------------------
 @dataclass
 class UpResult:
@@ -205,8 +185,8 @@ def _poll(what: str, timing: Timing, probe: Callable[[], T], done: Callable[[T],
         return EcsdemoError(f"timed out after {timing.ready:.0f}s waiting for {what}: {why(value)}",
                             hint=f"agent logs are in {cfg.state.logs}; `ecsdemo teardown` cleans up")
 
-    return _wait(what, look, lambda value: not isinstance(value, NomadError) and done(value), timing.ready,
-                 timing.poll, timed_out)
+    return wait_until(what, look, lambda value: not isinstance(value, NomadError) and done(value), timing.ready,
+                      interval=timing.poll, timed_out=timed_out)
 
 
 def _wait_leader(cfg: DemoConfig, server: agents.AgentRecord, timing: Timing) -> None:
@@ -304,10 +284,11 @@ def placement_failure(evaluation: dict) -> str | None:
 def _check_placement(api: Any, eval_id: str, timing: Timing) -> None:
     if not eval_id:
         return
-    ev = _wait("Nomad did not evaluate the job", lambda _max_block: api.evaluation(eval_id) or {},
-               lambda ev: ev.get("Status") in ("complete", "failed", "canceled"), timing.run, timing.poll,
-               lambda ev: EcsdemoError(f"Nomad did not evaluate the job within {timing.run:.0f}s "
-                                       f"(evaluation {ev.get('Status')})"))
+    ev = wait_until("Nomad did not evaluate the job", lambda _max_block: api.evaluation(eval_id) or {},
+                    lambda ev: ev.get("Status") in ("complete", "failed", "canceled"), timing.run,
+                    interval=timing.poll,
+                    timed_out=lambda ev: EcsdemoError(f"Nomad did not evaluate the job within {timing.run:.0f}s "
+                                                      f"(evaluation {ev.get('Status')})"))
     status = ev.get("Status")
     reason = placement_failure(ev)
     if reason:
@@ -369,8 +350,8 @@ def _wait_running_alloc(api: Any, timing: Timing) -> tuple[dict, str]:
         return EcsdemoError(f"the job's allocation was not running within {timing.run:.0f}s ({last})",
                             hint="`ecsdemo status` and the client agent logs show why")
 
-    _allocs, found = _wait("the job's allocation was not running", look, lambda seen: seen[1] is not None,
-                           timing.run, timing.poll, timed_out)
+    _allocs, found = wait_until("the job's allocation was not running", look, lambda seen: seen[1] is not None,
+                                timing.run, interval=timing.poll, timed_out=timed_out)
     return found
 
 

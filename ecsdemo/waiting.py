@@ -21,11 +21,13 @@ T = TypeVar("T")
 
 def wait_until(what: str, fetch: Callable[[float], T], done: Callable[[T], bool], timeout: float,
                explain: Callable[[T | None], str] = lambda _last: "", interval: float = 0.5,
-               hint: str | None = None, error: type[EcsdemoError] = EcsdemoError) -> T:
+               hint: str | None = None, error: type[EcsdemoError] = EcsdemoError,
+               timed_out: Callable[[T], EcsdemoError] | None = None) -> T:
     """Call `fetch(max_block_seconds)` until `done(value)`; return that value.
 
     `what` completes the sentence "... within Ns", e.g. "no replacement allocation was placed".
     `explain(last_value)` adds the current state to the timeout message; `hint` says what to do.
+    A caller whose timeout error is worded otherwise passes `timed_out(last_value)`, which builds it.
     """
     deadline = time.monotonic() + timeout
     while True:
@@ -35,6 +37,8 @@ def wait_until(what: str, fetch: Callable[[float], T], done: Callable[[T], bool]
             return last
         remaining = deadline - time.monotonic()
         if remaining <= 0:
+            if timed_out is not None:
+                raise timed_out(last)
             state = explain(last)
             raise error(f"{what} within {timeout:g}s" + (f"; {state}" if state else ""), hint=hint)
         # A fetch that came back at once (not a blocking query, or the index moved without the change
