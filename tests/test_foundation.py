@@ -10,11 +10,13 @@ import pytest
 import typer
 from rich.console import Console
 
-from ecsdemo import cli, paths
+from ecsdemo import cli, files, paths
 from ecsdemo.config import DemoConfig
 from ecsdemo.console import RichReporter
 from ecsdemo.errors import EcsdemoError
+from ecsdemo.files import write_atomic
 from ecsdemo.state import StateDir
+from ecsdemo.waiting import wait_until
 
 
 def test_share_dirs_exist():
@@ -115,3 +117,31 @@ def test_rich_reporter_shows_text_verbatim():
     assert "terraform apply [plan]" in out
     assert "[id=vpc-123]" in out
     assert "tags [nomad:alloc_id] missing" in out
+
+
+def test_wait_until_lets_the_caller_word_the_timeout_from_the_last_value():
+    seen = iter(range(100))
+
+    def fetch(_max_block: float) -> int:
+        return next(seen)
+
+    with pytest.raises(EcsdemoError) as err:
+        wait_until("unused", fetch, lambda v: False, timeout=0.1, interval=0.01,
+                   timed_out=lambda last: EcsdemoError(f"gave up at {last}", hint="look at the logs"))
+    assert err.value.message.startswith("gave up at ") and int(err.value.message.split()[-1]) > 0
+    assert err.value.hint == "look at the logs"
+
+
+def test_write_atomic_replaces_whole_files_and_leaves_nothing_behind_on_failure(tmp_path, monkeypatch):
+    target = tmp_path / "sub" / "f.txt"
+    write_atomic(target, "one\n", mode=0o755)
+    assert target.read_text() == "one\n" and target.stat().st_mode & 0o777 == 0o755
+
+    def broken_replace(src, dst):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(files.os, "replace", broken_replace)
+    with pytest.raises(OSError):
+        write_atomic(target, "two\n")
+    assert target.read_text() == "one\n"
+    assert [p.name for p in target.parent.iterdir()] == ["f.txt"]   # the temporary file was removed
