@@ -27,6 +27,13 @@ class Plugin:
         self.config_changed = asyncio.Event()  # set (and replaced) whenever a new config is applied
         self.stopping = stopping or asyncio.Event()  # set when the host asks us to exit (GRPCController/Shutdown)
 
+    @property
+    def enabled_tasks(self) -> TaskStore | None:
+        """The task store while the plugin is configured and enabled; None: the task RPCs answer "disabled"."""
+        if self.config is None or not self.config.enabled:
+            return None
+        return self.tasks
+
     def apply_config(self, config: PluginConfig) -> None:
         """Keep `config` for the life of the process; rebuild the ECS client only when its target changes."""
         log.set_level(config.log_level)

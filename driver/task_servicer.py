@@ -25,6 +25,7 @@ from driver.pb import driver_pb2, recoverable_error_pb2
 from driver.state import DriverStateError
 from driver.store import StartError, StopTimeout, TaskNotFound
 
+_DISABLED = f"the {DRIVER_NAME} driver is disabled or not configured"
 _NO_EXEC = f"the {DRIVER_NAME} driver does not support exec (use ECS Exec with the AWS CLI)"
 HANDLE_VERSION = 1  # the version of the TaskHandle message Nomad stores for us (its driver_state is ours)
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -69,11 +70,10 @@ class TaskRpcs:
     """Task lifecycle RPCs, mixed into the Driver servicer (which provides `self.plugin`)."""
 
     async def _store(self, context):
-        tasks = self.plugin.tasks
-        if tasks is None or self.plugin.config is None or not self.plugin.config.enabled:
+        tasks = self.plugin.enabled_tasks
+        if tasks is None:
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION,
-                                f"the {DRIVER_NAME} driver is disabled or not configured (plugin config: "
-                                "enabled = true, cluster = \"...\")")
+                                f"{_DISABLED} (plugin config: enabled = true, cluster = \"...\")")
         return tasks
 
     async def _handle(self, context, task_id: str) -> TaskHandle:
@@ -84,9 +84,9 @@ class TaskRpcs:
             await context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
 
     async def StartTask(self, request, context):
-        tasks = self.plugin.tasks
-        if tasks is None or self.plugin.config is None or not self.plugin.config.enabled:
-            await _abort_start(context, f"the {DRIVER_NAME} driver is disabled or not configured", recoverable=False)
+        tasks = self.plugin.enabled_tasks
+        if tasks is None:
+            await _abort_start(context, _DISABLED, recoverable=False)
         try:
             handle = await tasks.start(_info(request.task), request.task.msgpack_driver_config)
         except StartError as exc:
