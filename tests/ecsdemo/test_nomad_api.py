@@ -26,8 +26,8 @@ from ecsdemo.nomad import (
 from tests.fakenomad import FakeNomad, Timings
 from tests.support.plugin_calls import json_v1_state, reference_state
 
-# `aws` and `ecs_demo` (tests/support/aws.py): the demo's ECS resources made once for this module (moto's
-# EC2 is slow); each test starts with no running task instead of a wiped moto.
+# `aws` and `ecs_demo` (tests/support/moto_world.py): the demo's network and task definitions made once for
+# this module (moto's EC2 is slow), and an ECS cluster of each test's own.
 MOTO_PER_MODULE = True
 
 JOB = "nomad-ecs-demo"

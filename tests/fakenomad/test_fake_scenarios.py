@@ -14,8 +14,8 @@ from tests.support.fake_nomad import JOB, TASK, api, arn_of, ecs_task, events, h
 
 pytestmark = pytest.mark.slow
 
-# `aws` and `ecs_demo` (tests/support/aws.py): the demo's ECS resources made once for this module (moto's
-# EC2 is slow); each test starts with no running task instead of a wiped moto.
+# `aws` and `ecs_demo` (tests/support/moto_world.py): the demo's network and task definitions made once for
+# this module (moto's EC2 is slow), and an ECS cluster of each test's own.
 MOTO_PER_MODULE = True
 
 def test_job_run_sequence(nomad_cluster, ecs_demo, aws):

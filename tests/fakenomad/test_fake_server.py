@@ -22,13 +22,8 @@ from tests.fakenomad.scripted_client import (
 )
 from tests.fakenomad.wire import NS
 
-
-def evaluations(fake, job_id: str) -> list[dict]:
-    """The job's evaluations as Nomad's `GET /v1/job/<id>/evaluations` answers (ecsdemo itself never reads them)."""
-    return requests.get(f"{fake.address}/v1/job/{job_id}/evaluations", timeout=5).json()
-
-# `aws` and `ecs_demo` (tests/support/aws.py): the demo's ECS resources made once for this module (moto's
-# EC2 is slow); each test starts with no running task instead of a wiped moto.
+# `aws` and `ecs_demo` (tests/support/moto_world.py): the demo's network and task definitions made once for
+# this module (moto's EC2 is slow), and an ECS cluster of each test's own.
 MOTO_PER_MODULE = True
 
 JOB = "demo"
@@ -59,6 +54,11 @@ JOB_HCL = """job "demo" {{
   }}
 }}
 """
+
+
+def evaluations(fake, job_id: str) -> list[dict]:
+    """The job's evaluations as Nomad's `GET /v1/job/<id>/evaluations` answers (ecsdemo itself never reads them)."""
+    return requests.get(f"{fake.address}/v1/job/{job_id}/evaluations", timeout=5).json()
 
 
 def job_hcl(meta: dict | None = None, kill_timeout: str = "1m", td: str = "demo:1",

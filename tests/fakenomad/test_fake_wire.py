@@ -16,8 +16,8 @@ from tests.fakenomad import FakeNomad, Timings
 from tests.fakenomad.scripted_client import add_node, report_running
 from tests.fakenomad.wire import omitempty, parse_go_duration, rfc3339nano
 
-# `aws` and `ecs_demo` (tests/support/aws.py): the demo's ECS resources made once for this module (moto's
-# EC2 is slow); each test starts with no running task instead of a wiped moto.
+# `aws` and `ecs_demo` (tests/support/moto_world.py): the demo's network and task definitions made once for
+# this module (moto's EC2 is slow), and an ECS cluster of each test's own.
 MOTO_PER_MODULE = True
 
 JOB = "nomad-ecs-demo"
