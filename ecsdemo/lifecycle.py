@@ -35,11 +35,6 @@ class Timing:
     grace: float = 10.0       # SIGTERM -> SIGKILL for agents
 
 
-# --- Nomad access and waiting ---------------------------------------------------------------------
-def nomad_client(address: str, timeout: float = 10.0) -> NomadClient:
-    return NomadClient(address, timeout=timeout)
-
-
 # --- up -------------------------------------------------------------------------------------------
 @dataclass
 class UpResult:
@@ -139,11 +134,7 @@ def start_cluster(cfg: DemoConfig, reporter: Reporter, endpoint: str | None = No
     return UpResult(ui_url=f"{server.http_addr}/ui", nodes=nodes,
                     agents=[{"name": r.name, "pid": r.pid, "http": r.http_addr, "log": r.log}
                             for r in [server, *client_recs]],
-                    endpoint=endpoint, cluster=aws.cluster_name(cfg), job_file=str(job_file(cfg)))
-
-
-def job_file(cfg: DemoConfig) -> Path:
-    return render.job_path(cfg)
+                    endpoint=endpoint, cluster=aws.cluster_name(cfg), job_file=str(render.job_path(cfg)))
 
 
 def _start(cfg: DemoConfig, name: str, env: dict, reporter: Reporter) -> agents.AgentRecord:
@@ -190,7 +181,7 @@ def _poll(what: str, timing: Timing, probe: Callable[[], T], done: Callable[[T],
 
 
 def _wait_leader(cfg: DemoConfig, server: agents.AgentRecord, timing: Timing) -> None:
-    api = nomad_client(server.http_addr, timeout=timing.block)
+    api = NomadClient(server.http_addr, timeout=timing.block)
     _poll("the Nomad server to elect a leader", timing, api.leader, bool,
           lambda _leader: "no cluster leader yet", [server], cfg)
 
@@ -218,7 +209,7 @@ def _node_problems(nodes: dict[str, dict], wanted: list[str]) -> list[str]:
 
 
 def _wait_nodes(cfg: DemoConfig, recs: list[agents.AgentRecord], timing: Timing) -> list[dict]:
-    api = nomad_client(recs[0].http_addr, timeout=timing.block)
+    api = NomadClient(recs[0].http_addr, timeout=timing.block)
     wanted = cfg.client_names()
     nodes = _poll("the clients and their ecs driver", timing,
                   lambda: {n.get("Name"): n for n in api.nodes()},
@@ -243,10 +234,10 @@ def run(cfg: DemoConfig, reporter: Reporter, timing: Timing | None = None, ecs_c
     """Submit the rendered job (parse, then register), wait for its allocation to run and its ECS task to
     be RUNNING."""
     timing = timing or Timing()
-    path = job_file(cfg)
+    path = render.job_path(cfg)
     if not path.is_file():
         raise EcsdemoError(f"the rendered job {path} is missing", hint="run `ecsdemo up` first")
-    api = nomad_client(cfg.server_address, timeout=timing.block)
+    api = NomadClient.from_config(cfg, timeout=timing.block)
     try:
         with reporter.step(f"Submitting {path.name}"):
             job = api.parse_job(path.read_text())
@@ -381,7 +372,8 @@ def teardown(cfg: DemoConfig, reporter: Reporter, keep_infra: bool = False,
     server = records.get(agents.SERVER)
     if server is not None and agents.status(server) == "running":
         with _attempt(reporter, result, "Stopping the demo job and waiting for its ECS task to stop"):
-            result.job_stopped, arns = _stop_job(cfg, nomad_client(server.http_addr, timing.block), timing, reporter)
+            api = NomadClient(server.http_addr, timeout=timing.block)
+            result.job_stopped, arns = _stop_job(cfg, api, timing, reporter)
             result.ecs_tasks_stopped += arns
     else:
         reporter.info("the Nomad server is not running: skipping the job stop")
@@ -431,8 +423,8 @@ class _attempt:
     def __exit__(self, exc_type, exc, tb):
         if isinstance(exc, EcsdemoError):   # Nomad's errors are EcsdemoErrors too
             self._step.__exit__(exc_type, exc, tb)
-            self.result.problems.append(f"{self.title}: {getattr(exc, 'message', exc)}")
-            self.reporter.warn(f"{self.title} failed: {getattr(exc, 'message', exc)}")
+            self.result.problems.append(f"{self.title}: {exc.message}")
+            self.reporter.warn(f"{self.title} failed: {exc.message}")
             return True
         return self._step.__exit__(exc_type, exc, tb)
 

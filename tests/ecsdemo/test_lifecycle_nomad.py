@@ -133,7 +133,7 @@ def test_run_when_the_task_fails_to_start_reports_the_driver_error(demo):
 
 def test_run_without_a_rendered_job(nomad_demo):
     demo = nomad_demo
-    lifecycle.job_file(demo.cfg).unlink()
+    render.job_path(demo.cfg).unlink()
     with pytest.raises(EcsdemoError, match="demo-ecs.nomad is missing"):
         lifecycle.run(demo.cfg, demo.reporter, fast_timing())
 
