@@ -61,7 +61,6 @@ class StopTimeout(TimeoutError):
     pass
 
 
-
 def client_token(task_id: str) -> str:
     """RunTask's idempotency token for a Nomad task id (64 ASCII characters)."""
     return hashlib.sha256(task_id.encode("utf-8", "surrogatepass")).hexdigest()
@@ -101,7 +100,7 @@ class TaskStore:
             self._regional[key] = EcsApi(EcsTarget(target.cluster, region, target.endpoint))
         return self._regional[key]
 
-    def _api(self, handle: "TaskHandle") -> EcsApi:
+    def _api(self, handle: TaskHandle) -> EcsApi:
         return self.api_for(handle.state.region)
 
     # -- lookups
@@ -215,7 +214,7 @@ class TaskStore:
             handle.observe(desc, self._clock())
         return handle
 
-    async def _describe(self, handle: "TaskHandle") -> dict | None:
+    async def _describe(self, handle: TaskHandle) -> dict | None:
         """The task's description with its tags (None: ECS does not know it). Raises AwsError."""
         api = self._api(handle)
         tasks, _ = await api.describe_tasks([handle.arn], cluster=handle.state.cluster, tags=True)
@@ -227,7 +226,7 @@ class TaskStore:
             desc = {**desc, "tags": await api.task_tags(handle.arn)}
         return desc
 
-    async def _settle_ownership(self, handle: "TaskHandle", desc: dict | None = None,
+    async def _settle_ownership(self, handle: TaskHandle, desc: dict | None = None,
                                 retry: bool = True) -> dict | None:
         """Decide `handle.owner` from the task's tags, claiming the task on a hand-over; returns the
         description used (None: ECS does not know the task). Raises AwsError."""
@@ -252,7 +251,7 @@ class TaskStore:
             await self._write_claim(handle, retry)
         return desc
 
-    async def _write_claim(self, handle: "TaskHandle", retry: bool) -> None:
+    async def _write_claim(self, handle: TaskHandle, retry: bool) -> None:
         if handle.claim is None:
             return
         try:
@@ -265,7 +264,7 @@ class TaskStore:
             return
         handle.claim = None
 
-    async def _settle_later(self, handle: "TaskHandle") -> None:
+    async def _settle_later(self, handle: TaskHandle) -> None:
         """Retry an unread ownership or an unwritten claim every poll interval while the task is tracked."""
         if handle in self._settling:
             return
@@ -317,7 +316,7 @@ class TaskStore:
             raise StopTimeout(f"timed out after {timeout:g}s waiting for ECS task {handle.arn} to stop "
                               f"(last status {handle.last_status or 'UNKNOWN'})") from None
 
-    def _detach(self, handle: "TaskHandle", now: float, why: str = "remote task handed over") -> None:
+    def _detach(self, handle: TaskHandle, now: float, why: str = "remote task handed over") -> None:
         handle.detach(now, why)
         self.monitor.unwatch(handle)
 
