@@ -57,11 +57,11 @@ def run(world, body, poll=POLL):
     async def main():
         ecs = EcsApi(EcsTarget(world.cluster, world.aws.region, world.aws.url), max_attempts=2)
         rec = Recorder()
-        mgr = TaskStore(ecs, rec, poll_interval=poll)
+        store = TaskStore(ecs, rec, poll_interval=poll)
         try:
-            return await asyncio.wait_for(body(mgr, rec), 30)
+            return await asyncio.wait_for(body(store, rec), 30)
         finally:
-            await mgr.close()
+            await store.close()
             ecs.close()
     return asyncio.run(main())
 
@@ -69,15 +69,15 @@ def run(world, body, poll=POLL):
 def test_start_runs_one_tagged_task_and_stop_waits_for_stopped(world, tmp_path):
     fifo = FifoReader(str(tmp_path / "stdout.fifo"))
 
-    async def body(mgr, rec):
-        h = await mgr.start(info(stdout=fifo.path), world.task_config_bytes())
-        again = await mgr.start(info(stdout=fifo.path), world.task_config_bytes())  # a retried StartTask
+    async def body(store, rec):
+        h = await store.start(info(stdout=fifo.path), world.task_config_bytes())
+        again = await store.start(info(stdout=fifo.path), world.task_config_bytes())  # a retried StartTask
         assert again is h
         await asyncio.sleep(POLL * 3)
-        await mgr.stop(h.task_id, timeout=5, signal="SIGTERM")
-        result = await mgr.wait(h.task_id)
-        await mgr.destroy(h.task_id, force=True)
-        await mgr.destroy(h.task_id, force=True)  # idempotent
+        await store.stop(h.task_id, timeout=5, signal="SIGTERM")
+        result = await store.wait(h.task_id)
+        await store.destroy(h.task_id, force=True)
+        await store.destroy(h.task_id, force=True)  # idempotent
         return h, result, rec
 
     h, result, rec = run(world, body)
@@ -112,11 +112,11 @@ def test_client_token_is_stable_and_short():
 
 
 def test_task_stopped_outside_nomad_ends_wait_with_ecs_reason(world):
-    async def body(mgr, rec):
-        h = await mgr.start(info(), world.task_config_bytes())
+    async def body(store, rec):
+        h = await store.start(info(), world.task_config_bytes())
         await asyncio.to_thread(world.ecs.stop_task, cluster=world.cluster, task=h.arn, reason="Spot interruption")
-        waiters = await asyncio.gather(mgr.wait(h.task_id), mgr.wait(h.task_id))  # several waiters at once
-        late = await mgr.wait(h.task_id)  # returns at once for a finished task
+        waiters = await asyncio.gather(store.wait(h.task_id), store.wait(h.task_id))  # several waiters at once
+        late = await store.wait(h.task_id)  # returns at once for a finished task
         return waiters + [late], rec
 
     results, rec = run(world, body)
@@ -126,11 +126,11 @@ def test_task_stopped_outside_nomad_ends_wait_with_ecs_reason(world):
 
 
 def test_detach_leaves_ecs_task_running_and_destroy_does_not_stop_it(world):
-    async def body(mgr, rec):
-        h = await mgr.start(info(), world.task_config_bytes())
-        await mgr.stop(h.task_id, timeout=5, signal=DETACH_SIGNAL)
-        r = await mgr.wait(h.task_id)
-        await mgr.destroy(h.task_id, force=True)
+    async def body(store, rec):
+        h = await store.start(info(), world.task_config_bytes())
+        await store.stop(h.task_id, timeout=5, signal=DETACH_SIGNAL)
+        r = await store.wait(h.task_id)
+        await store.destroy(h.task_id, force=True)
         await asyncio.sleep(POLL * 3)
         return h, r, rec
 
@@ -141,19 +141,19 @@ def test_detach_leaves_ecs_task_running_and_destroy_does_not_stop_it(world):
     assert any(m.startswith("Detached") for m in rec.messages())
 
 
-def test_recover_from_driver_state_alone_on_a_new_manager(world):
-    async def first(mgr, rec):
-        h = await mgr.start(info(1), world.task_config_bytes())
+def test_recover_from_driver_state_alone_on_a_new_store(world):
+    async def first(store, rec):
+        h = await store.start(info(1), world.task_config_bytes())
         return h.state.encode()
 
     blob = run(world, first)  # the store closes: plugin shutdown must not stop the task
 
-    async def second(mgr, rec):
+    async def second(store, rec):
         new = info(2, alloc="99999999-0000-0000-0000-000000000000")
-        h = await mgr.recover(new, blob)
-        again = await mgr.recover(new, blob)  # same id twice: no-op
+        h = await store.recover(new, blob)
+        again = await store.recover(new, blob)  # same id twice: no-op
         assert again is h
-        other = await mgr.recover(info(3), blob)  # a new id for the same ARN is a new entry
+        other = await store.recover(info(3), blob)  # a new id for the same ARN is a new entry
         assert other is not h and other.arn == h.arn
         await asyncio.sleep(POLL * 3)
         assert h.last_status == "RUNNING" and other.last_status == "RUNNING"
@@ -170,10 +170,10 @@ def test_recover_of_a_task_ecs_does_not_know_reports_missing(world):
                         task_arn=f"arn:aws:ecs:us-east-1:123456789012:task/{world.cluster}/deadbeef",
                         started_at=datetime.now(timezone.utc))
 
-    async def body(mgr, rec):
-        h = await mgr.recover(info(), state.encode())
-        r = await mgr.wait(h.task_id)
-        await mgr.stop(h.task_id, 1, "SIGTERM")  # already finished: fine
+    async def body(store, rec):
+        h = await store.recover(info(), state.encode())
+        r = await store.wait(h.task_id)
+        await store.stop(h.task_id, 1, "SIGTERM")  # already finished: fine
         return r
 
     r = run(world, body)
@@ -199,23 +199,23 @@ def test_driver_state_decode_errors_are_clear(blob, fragment):
 
 
 def test_unknown_ids_stop_and_destroy_succeed_wait_is_not_found(world):
-    async def body(mgr, rec):
-        await mgr.stop("nope", 1, "SIGTERM")
-        await mgr.stop("nope", 1, DETACH_SIGNAL)
-        await mgr.destroy("nope", True)
+    async def body(store, rec):
+        await store.stop("nope", 1, "SIGTERM")
+        await store.stop("nope", 1, DETACH_SIGNAL)
+        await store.destroy("nope", True)
         with pytest.raises(TaskNotFound):
-            await mgr.wait("nope")
+            await store.wait("nope")
         return True
 
     assert run(world, body)
 
 
 def test_bad_config_and_runtask_failures_are_start_errors(world):
-    async def body(mgr, rec):
+    async def body(store, rec):
         with pytest.raises(StartError) as bad:
-            await mgr.start(info(1), world.task_config_bytes(launch_type="fargate-spot"))
+            await store.start(info(1), world.task_config_bytes(launch_type="fargate-spot"))
         with pytest.raises(StartError) as missing_def:
-            await mgr.start(info(2), world.task_config_bytes(task_definition="no-such-family:7"))
+            await store.start(info(2), world.task_config_bytes(task_definition="no-such-family:7"))
         return bad.value, missing_def.value
 
     bad, missing_def = run(world, body)
@@ -226,23 +226,22 @@ def test_bad_config_and_runtask_failures_are_start_errors(world):
 
 def test_stop_times_out_when_ecs_never_reports_stopped(world, moto_url):
     # ECS slow to stop: the store talks through a proxy whose DescribeTasks answers always say RUNNING.
-
     with faultproxy.FaultProxy(moto_url) as proxy:
-        async def body(mgr, rec):
-            h = await mgr.start(info(), world.task_config_bytes())
+        async def body(store, rec):
+            h = await store.start(info(), world.task_config_bytes())
             proxy.rewrite_status("RUNNING")
             with pytest.raises(StopTimeout, match="timed out"):
-                await mgr.stop(h.task_id, timeout=0.5, signal="SIGINT")
+                await store.stop(h.task_id, timeout=0.5, signal="SIGINT")
             proxy.rewrite_status(None)
-            return await mgr.wait(h.task_id)
+            return await store.wait(h.task_id)
 
         async def main():
             ecs = EcsApi(EcsTarget(world.cluster, world.aws.region, proxy.url), max_attempts=2)
-            mgr = TaskStore(ecs, Recorder(), poll_interval=POLL)
+            store = TaskStore(ecs, Recorder(), poll_interval=POLL)
             try:
-                return await asyncio.wait_for(body(mgr, None), 30)
+                return await asyncio.wait_for(body(store, None), 30)
             finally:
-                await mgr.close()
+                await store.close()
                 ecs.close()
         r = asyncio.run(main())
     assert r.exit_code == 0
@@ -252,19 +251,19 @@ def test_stop_times_out_when_ecs_never_reports_stopped(world, moto_url):
 def test_monitor_batches_describe_calls(world):
     arns = world.run_direct(150)
 
-    async def body(mgr, rec):
+    async def body(store, rec):
         blob = lambda a: DriverState(world.cluster, "us-east-1", a,  # noqa: E731
                                      datetime.now(timezone.utc)).encode()
         for i, arn in enumerate(arns):
-            await mgr.recover(info(i), blob(arn))
-        await mgr.recover(info(999), blob(arns[0]))  # a second entry for one ARN costs nothing extra
+            await store.recover(info(i), blob(arn))
+        await store.recover(info(999), blob(arns[0]))  # a second entry for one ARN costs nothing extra
         # each RecoverTask's own DescribeTasks (the ownership tags) is the task's first observation:
         # recovering 151 tasks asks for no monitor cycle (and none is timed: poll 60 s)
-        recovered = [mgr.get(info(i).task_id).last_status for i in range(150)]
-        recovery_cycles = mgr.monitor.cycles
-        await mgr.monitor.cycle()
-        return recovery_cycles, mgr.monitor.cycles - recovery_cycles, mgr.monitor.describe_calls, recovered, \
-            [mgr.get(info(i).task_id).last_status for i in range(150)]
+        recovered = [store.get(info(i).task_id).last_status for i in range(150)]
+        recovery_cycles = store.monitor.cycles
+        await store.monitor.cycle()
+        return recovery_cycles, store.monitor.cycles - recovery_cycles, store.monitor.describe_calls, recovered, \
+            [store.get(info(i).task_id).last_status for i in range(150)]
 
     recovery_cycles, cycles, calls, recovered, statuses = run(world, body, poll=60)
     assert recovery_cycles == 0 and set(recovered) == {"RUNNING"}
@@ -273,9 +272,9 @@ def test_monitor_batches_describe_calls(world):
 
 
 def test_concurrent_starts_with_one_task_id_run_one_ecs_task(world):
-    async def body(mgr, rec):
-        a, b = await asyncio.gather(mgr.start(info(), world.task_config_bytes()),
-                                    mgr.start(info(), world.task_config_bytes()))
+    async def body(store, rec):
+        a, b = await asyncio.gather(store.start(info(), world.task_config_bytes()),
+                                    store.start(info(), world.task_config_bytes()))
         return a is b
 
     assert run(world, body)
@@ -313,7 +312,6 @@ def test_driver_state_v2_is_msgpack_with_the_reference_drivers_arn_key_and_round
 
 
 def test_driver_state_json_v1_and_reference_forms_decode():
-
     arn = "arn:aws:ecs:us-east-1:123456789012:task/c/0123"
     old = DriverState.decode(json_v1_state(arn, "c", None, "alloc", "web-task"), cluster="ignored")
     assert (old.form, old.cluster, old.region, old.task_arn, old.alloc_id, old.task_name) == \
@@ -356,7 +354,6 @@ def test_ownership_claims_keep_former_owners_and_unsafe_ids_become_digests():
 def test_a_recovery_that_could_not_read_the_tags_yields_to_a_later_claim(world, moto_url):
     """B recovers while ECS is unreachable; C recovers (and claims) after that; when B can read the tags
     it sees a claim newer than its recovery and becomes a bystander instead of taking the task back."""
-
     with faultproxy.FaultProxy(moto_url) as proxy:
         async def main():
             direct = EcsApi(EcsTarget(world.cluster, world.aws.region, world.aws.url), max_attempts=2)
@@ -394,7 +391,6 @@ def test_an_answer_without_its_tags_is_not_taken_for_an_unowned_task(world, moto
     """A tracks its task; B takes it over. A's re-reads of the tags get DescribeTasks answers without
     their `tags` key (moto's, when another DescribeTasks without TAGS runs at the same time): A must not
     take the task back, and its forced destroy must not stop it."""
-
     with faultproxy.FaultProxy(moto_url) as proxy:
         async def main():
             direct = EcsApi(EcsTarget(world.cluster, world.aws.region, world.aws.url), max_attempts=2)

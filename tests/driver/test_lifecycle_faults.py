@@ -87,7 +87,6 @@ def test_faults_never_end_a_task_nor_duplicate_it(world, plugin_host):
 
 
 def test_throttled_runtask_is_a_recoverable_start_error(world, plugin_host):
-
     aws = world.aws
     with faultproxy.FaultProxy(aws.url) as proxy:
         host = plugin_host()

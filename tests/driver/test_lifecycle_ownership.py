@@ -239,7 +239,6 @@ def test_failed_recovery_then_forced_destroy_touches_nothing(world, config, plug
 
 def _region_world(world, region, count):
     """A cluster with `count` running tasks in another region of the same moto server."""
-
     other = AwsHelper(world.aws.url, region=region)
     ecs, ec2 = other.client("ecs"), other.client("ec2")
     ecs.create_cluster(clusterName=world.cluster)
