@@ -168,7 +168,7 @@ def _configure(gh: GoHost, inst: str, config: dict) -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("how", ["drain", "lost-node"])
-def test_go_plugin_host_stale_restore_never_stops_the_replacements_task(gohost, world, how):
+def test_go_plugin_host_stale_restore_never_stops_the_replacements_task(gohost, world, config, how):
     """Nomad's sequences through go-plugin, one plugin process per client start:
     drain: A starts and detaches (StopTask DETACH, WaitTask, DestroyTask); B recovers the handle under a
     new task id; A's client restarts and restores its dead allocation: RecoverTask(old id, old handle),
@@ -176,8 +176,6 @@ def test_go_plugin_host_stale_restore_never_stops_the_replacements_task(gohost, 
     lost-node: A's plugin is SIGKILLed; B recovers; A's client returns (Nomad 1.1-1.5: still "running"
     locally): RecoverTask, WaitTask, then a normal StopTask and DestroyTask(force).
     The ECS task must stay RUNNING and B's WaitTask open; B's own normal stop still stops it."""
-    config = {"enabled": True, "cluster": world.cluster, "region": world.aws.region, "endpoint": world.aws.url,
-              "fingerprint_interval": "200ms", "poll_interval": "200ms"}
     body = {"task": {"task_definition": f"{world.family}:1", "launch_type": "FARGATE",
                      "network_configuration": {"aws_vpc_configuration": {
                          "subnets": [world.subnet], "security_groups": [world.security_group]}}}}
