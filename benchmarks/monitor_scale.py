@@ -28,12 +28,12 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import boto3
 import psutil
 
 from driver.pb import driver_pb2
 from driver.state import DriverState
 from ecsdemo import cty, local, pluginclient
+from tests.support.aws import AwsHelper
 from tests.support.faultproxy import FaultProxy
 from tests.support.moto_world import make_world
 
@@ -42,19 +42,6 @@ PLUGIN_EXE = Path(sys.executable).parent / "nomad-driver-ecs"
 
 def note(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
-
-
-class Aws:
-    def __init__(self, url: str, region: str = "us-east-1"):
-        self.url, self.region = url, region
-
-    def client(self, service: str):
-        return boto3.client(service, region_name=self.region, endpoint_url=self.url, **_creds())
-
-
-def _creds() -> dict:
-    return {"aws_access_key_id": local.LOCAL_CREDENTIALS["AWS_ACCESS_KEY_ID"],
-            "aws_secret_access_key": local.LOCAL_CREDENTIALS["AWS_SECRET_ACCESS_KEY"]}
 
 
 def cycles_of(log: list[tuple[float, str]], since: float, gap: float) -> list[int]:
@@ -81,7 +68,7 @@ def run_one(n: int, poll: float, sample: int, idle_cycles: int, workdir: Path) -
     proxy = FaultProxy(moto.url)
     plugin = None
     try:
-        aws = Aws(moto.url)
+        aws = AwsHelper(moto.url)
         world = make_world(aws)
         env = dict(os.environ, **local.LOCAL_CREDENTIALS, AWS_EC2_METADATA_DISABLED="true")
         plugin = pluginclient.PluginProcess([str(PLUGIN_EXE)], workdir / f"plugin-{n}.stderr", env=env)
@@ -89,10 +76,10 @@ def run_one(n: int, poll: float, sample: int, idle_cycles: int, workdir: Path) -
         plugin.set_config({"enabled": True, "cluster": world.cluster, "region": aws.region, "endpoint": proxy.url,
                            "poll_interval": f"{poll}s", "fingerprint_interval": "1h", "log_level": "warn"})
         body = cty.cty_msgpack(plugin.driver.TaskConfigSchema(driver_pb2.TaskConfigSchemaRequest()).spec,
-                                     {"task": {"task_definition": f"{world.family}:1", "launch_type": "FARGATE",
-                                               "network_configuration": {"aws_vpc_configuration": {
-                                                   "subnets": [world.subnet],
-                                                   "security_groups": [world.security_group]}}}})
+                               {"task": {"task_definition": f"{world.family}:1", "launch_type": "FARGATE",
+                                         "network_configuration": {"aws_vpc_configuration": {
+                                             "subnets": [world.subnet],
+                                             "security_groups": [world.security_group]}}}})
 
         def start(i: int) -> tuple[str, str]:
             tid = f"{i:08d}-0000-0000-0000-000000000000/web/{i:08x}"
