@@ -17,10 +17,6 @@ from ecsdemo.errors import EcsdemoError
 from ecsdemo.nomad import NomadClient, NomadError, is_live, live_allocation, node_draining, node_ecs_driver, task_arn
 
 
-def _client(cfg: DemoConfig, timeout: float) -> NomadClient:
-    return NomadClient(cfg.server_address, timeout=timeout)
-
-
 def node_summary(node: dict) -> dict:
     """One node (stub) as ecsdemo shows it."""
     detected, healthy, description = node_ecs_driver(node)
@@ -117,7 +113,7 @@ def collect(cfg: DemoConfig, timeout: float = 5.0, ecs_client: Any = None) -> di
     data = describe_demo(cfg)
     nodes = allocs = error = None
     try:
-        api = _client(cfg, timeout)
+        api = NomadClient.from_config(cfg, timeout)
         nodes, allocs = api.nodes(), api.job_allocations(JOB_ID)
     except NomadError as exc:
         error = exc.message
@@ -136,7 +132,7 @@ def collect(cfg: DemoConfig, timeout: float = 5.0, ecs_client: Any = None) -> di
 # --- logs -----------------------------------------------------------------------------------------
 def resolve_alloc(cfg: DemoConfig, alloc: str | None, timeout: float = 5.0) -> str:
     """The full allocation ID for `alloc` (a full ID or a unique prefix), or the job's live allocation."""
-    api = _client(cfg, timeout)
+    api = NomadClient.from_config(cfg, timeout)
     allocs = api.job_allocations(JOB_ID)
     if alloc is None:
         chosen = live_allocation(allocs)
@@ -160,9 +156,9 @@ def resolve_alloc(cfg: DemoConfig, alloc: str | None, timeout: float = 5.0) -> s
 def logs(cfg: DemoConfig, alloc: str | None = None, timeout: float = 5.0) -> tuple[str, str]:
     """(allocation ID, the task's stdout so far)."""
     alloc_id = resolve_alloc(cfg, alloc, timeout)
-    return alloc_id, _client(cfg, timeout).read_logs(alloc_id, TASK_NAME, "stdout")
+    return alloc_id, NomadClient.from_config(cfg, timeout).read_logs(alloc_id, TASK_NAME, "stdout")
 
 
 def follow(cfg: DemoConfig, alloc_id: str, timeout: float = 5.0, idle_timeout: float = 30.0) -> Iterator[str]:
     """The task's stdout as it arrives (from the start), until Nomad ends the stream."""
-    return _client(cfg, timeout).follow_logs(alloc_id, TASK_NAME, "stdout", idle_timeout=idle_timeout)
+    return NomadClient.from_config(cfg, timeout).follow_logs(alloc_id, TASK_NAME, "stdout", idle_timeout=idle_timeout)

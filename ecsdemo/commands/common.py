@@ -75,5 +75,6 @@ def _stop(state: dict) -> None:
 
 
 def echo_json(data: Any) -> None:
-    """Print `data` as indented JSON with sorted keys (the `--json` output of infra, local and render)."""
+    """Print `data` as indented JSON with sorted keys (the `--json` output of infra, local, render and
+    driver check)."""
     typer.echo(jsonlib.dumps(data, indent=2, sort_keys=True))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json as jsonlib
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -11,7 +10,7 @@ from rich.table import Table
 
 from driver.main import main as plugin_main  # the plugin's public entry point (it imports its server lazily)
 from ecsdemo import drivercheck, plugininstall, render
-from ecsdemo.commands.common import JsonOpt, LocalOpt, RegionOpt, StateDirOpt
+from ecsdemo.commands.common import JsonOpt, LocalOpt, RegionOpt, StateDirOpt, echo_json
 from ecsdemo.console import RichReporter, console
 from ecsdemo.errors import EcsdemoError
 from ecsdemo.resolve import resolve_config
@@ -63,7 +62,7 @@ def check(plugin_dir: PluginDirOpt = None, local: LocalOpt = False, cluster: Clu
     report = drivercheck.check_installed(cfg, RichReporter(quiet=json), plugin_dir=plugin_dir, local_endpoint=local,
                                          cluster=cluster, region=region, endpoint=endpoint)
     if json:
-        typer.echo(jsonlib.dumps(report.to_json(), indent=2, sort_keys=True))
+        echo_json(report.to_json())
     else:
         _print_report(report)
     if not report.ok:
