@@ -18,7 +18,8 @@ from ecsdemo import agents, lifecycle
 from ecsdemo import status as status_view
 from ecsdemo.cli import app
 from ecsdemo.config import DemoConfig
-from tests.support.standin_demo import fast_timing, wait_for
+from tests.support.standin_demo import fast_timing
+from tests.support.waiting import wait_for
 
 runner = CliRunner()
 

@@ -25,7 +25,8 @@ from ecsdemo import status as status_view
 from ecsdemo.outputs import recorded
 from ecsdemo.progress import RecordingReporter
 from ecsdemo.resolve import resolve_config
-from tests.support.standin_demo import make_config, wait_for
+from tests.support.standin_demo import make_config
+from tests.support.waiting import wait_for
 
 FAKE_NOMAD = Path(__file__).resolve().parents[1] / "fakenomad" / "bin" / "nomad"
 SCRUBBED = ("AWS_PROFILE", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "NOMAD_ADDR")

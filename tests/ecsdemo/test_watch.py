@@ -19,7 +19,8 @@ from ecsdemo.local import free_port
 from ecsdemo.nomad import NomadClient, task_arn
 from ecsdemo.watch import Watcher, diff, task_id
 from tests.fakenomad import FakeNomad, Timings
-from tests.support.running_demo import demo_config, run_job, wait
+from tests.support.running_demo import demo_config, run_job
+from tests.support.waiting import wait_for
 
 # `aws` and `ecs_demo` (tests/support/moto_world.py): the demo's network and task definitions made once for
 # this module (moto's EC2 is slow), and an ECS cluster of each test's own.
@@ -53,7 +54,7 @@ def drained(tmp_path, nomad_cluster, ecs_demo, moto_server):
                 kinds = {e.kind for e in watcher.frame().events}
                 return new if {"placed", "detached", "recovered"} <= kinds else None
             return None
-        new = wait(settled, what="the replacement running with the same task, seen by the watcher")
+        new = wait_for(settled, timeout=15, what="the replacement running with the same task, seen by the watcher")
         yield watcher, old, new, arn, nomad_cluster
     finally:
         watcher.close()
@@ -101,8 +102,8 @@ def test_stopping_the_job_is_no_detach(drained):
     watcher, old, new, arn, _ = drained
     tid = task_id(arn)
     NomadClient(watcher.cfg.server_address, timeout=5).stop_job(JOB_ID)
-    frame = wait(lambda: (lambda f: f if any(e.text.endswith("-> STOPPED") for e in f.events) else None)(
-        watcher.frame()), what="the watcher to see the ECS task STOPPED")
+    frame = wait_for(lambda: (lambda f: f if any(e.text.endswith("-> STOPPED") for e in f.events) else None)(
+        watcher.frame()), timeout=15, what="the watcher to see the ECS task STOPPED")
     texts = [e.text for e in frame.events]
     assert any(t.startswith(f"ECS task {tid[:8]} ") and t.endswith("-> STOPPED") for t in texts)
     assert any(t.startswith(f"alloc {new['ID'][:8]} run/running -> stop/") for t in texts)
@@ -184,8 +185,8 @@ def test_watcher_sees_nomad_come_up(tmp_path, ecs_demo, moto_server):
         fake = FakeNomad(timings=Timings.fast(), port=port).start()
         try:
             fake.add_node("nomad-client-1")
-            frame = wait(lambda: (lambda f: f if f.data["nodes"] else None)(watcher.frame()),
-                         what="the watcher to see Nomad and its node")
+            frame = wait_for(lambda: (lambda f: f if f.data["nodes"] else None)(watcher.frame()),
+                             timeout=15, what="the watcher to see Nomad and its node")
             assert frame.data["nomad_error"] is None and frame.data["allocations"] == []
             assert [e.text for e in frame.events][0] == "Nomad answers again"
             # the first answer names no node as "joined": what was there before Nomad answered is unknown
@@ -222,13 +223,13 @@ def test_live_view_in_tmux_and_ctrl_c_restores_the_terminal(tmp_path, nomad_clus
     tmux(sock, "new-session", "-d", "-x", "80", "-y", "40", "-s", "w", "env", *env_vars, "TERM=xterm-256color",
          "sh", str(script))
     try:
-        screen = wait(lambda: (lambda s: s if alloc["ID"][:8] in s and "RUNNING" in s else None)(
+        screen = wait_for(lambda: (lambda s: s if alloc["ID"][:8] in s and "RUNNING" in s else None)(
             tmux(sock, "capture-pane", "-p", "-t", "w")), timeout=30, what="the live view on the tmux screen")
         assert "Nodes" in screen and "nomad-client-1" in screen and "Events" in screen
         assert "BEFORE-WATCH" not in screen                    # full screen: the alternate screen is shown
         assert tmux(sock, "display", "-p", "-t", "w", "#{alternate_on}").strip() == "1"
         tmux(sock, "send-keys", "-t", "w", "C-c")
-        after = wait(lambda: (lambda s: s if "WATCH-EXIT=" in s else None)(
+        after = wait_for(lambda: (lambda s: s if "WATCH-EXIT=" in s else None)(
             tmux(sock, "capture-pane", "-p", "-t", "w")), timeout=15, what="watch to exit after Ctrl-C")
         assert "WATCH-EXIT=0" in after and "Traceback" not in after and "interrupted" not in after
         assert "BEFORE-WATCH" in after and "Nodes" not in after   # the normal screen is back, frame gone

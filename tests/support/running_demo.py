@@ -1,16 +1,15 @@
 """The demo job running on the fake Nomad, reached through ecsdemo's own Nomad client.
 
 `demo_config(tmp_path, fake, ecs, moto_server)` saves a local-mode demo whose Nomad is the fake;
-`run_job(fake, ecs)` registers the demo job and waits for its running allocation; `wait` polls.
+`run_job(fake, ecs)` registers the demo job and waits for its running allocation.
 """
 
 from __future__ import annotations
 
-import time
-
 from ecsdemo import local
 from ecsdemo.config import JOB_ID, TASK_NAME, DemoConfig
 from ecsdemo.nomad import NomadClient, task_arn
+from tests.support.waiting import wait_for
 
 
 def demo_config(tmp_path, fake, ecs, moto_server) -> DemoConfig:
@@ -23,19 +22,9 @@ def demo_config(tmp_path, fake, ecs, moto_server) -> DemoConfig:
     return cfg
 
 
-def wait(predicate, timeout: float = 15.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def run_job(fake, ecs) -> tuple[NomadClient, dict]:
     api = NomadClient(fake.address, timeout=5)
     api.register_job(api.parse_job(ecs.job_hcl()))
-    alloc = wait(lambda: next((a for a in api.job_allocations(JOB_ID) if a["ClientStatus"] == "running"
-                               and task_arn(a, TASK_NAME)), None), what="the demo job running")
+    alloc = wait_for(lambda: next((a for a in api.job_allocations(JOB_ID) if a["ClientStatus"] == "running"
+                                   and task_arn(a, TASK_NAME)), None), timeout=15, what="the demo job running")
     return api, alloc

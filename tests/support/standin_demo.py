@@ -16,7 +16,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -148,16 +147,6 @@ def record_endpoint(cfg: DemoConfig, url: str) -> None:
     port = int(url.rsplit(":", 1)[1])
     cfg.state.ensure().write_json(local.LOCAL_FILE, {"pid": dead_pid(), "port": port, "url": url,
                                                      "log": "", "started_at": ""})
-
-
-def wait_for(pred, timeout: float = 10.0, interval: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = pred()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"condition not met within {timeout}s")
 
 
 @dataclass
