@@ -3,7 +3,8 @@
     python benchmarks/plugin_startup.py [--launches 10] [--plugin PATH]     (with the project installed)
 
 Prints one JSON line: {"handshake_median_s", "handshake_max_s", "rss_mb", ...}. Nomad launches the
-plugin three times when an agent starts (see docs/nomad-notes.md), so the handshake time is paid three times.
+plugin three times when an agent starts (docs/nomad-notes.md, "Agent start: three launches"), so the
+handshake time is paid three times.
 Targets on the project's machine kind: handshake median <= 0.3 s, RSS <= 60 MB.
 """
 

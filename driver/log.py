@@ -1,4 +1,5 @@
-"""hclog-style JSON lines on stderr, the log format a go-plugin host understands (docs/nomad-notes.md).
+"""hclog-style JSON lines on stderr, the log format a go-plugin host understands (docs/nomad-notes.md,
+"Logs on stderr").
 
 Each record becomes one JSON object: `@level` (trace|debug|info|warn|error), `@message`, `@timestamp`
 (exactly six fractional digits and an offset), `@module`, plus one key per `extra=` field. Values of the

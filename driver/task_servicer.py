@@ -1,10 +1,11 @@
 """Task lifecycle RPCs of the Driver service (StartTask, WaitTask, StopTask, ...).
 
 Proto <-> domain translation only: every RPC reads its request into plain values, calls the task
-store (`self.plugin.tasks`, a `driver.store.TaskStore`) and builds the answer Nomad 1.1 expects, with
-every sub-message it dereferences present (docs/nomad-notes.md). Errors travel as gRPC status codes
-other than UNAVAILABLE/CANCELLED (which Nomad reads as "the plugin died"); StartTask failures carry the
-RecoverableError detail Nomad's restart policy reads (docs/nomad-notes.md).
+store (`self.plugin.enabled_tasks`, a `driver.store.TaskStore`) and builds the answer Nomad 1.1 expects, with
+every sub-message it dereferences present (docs/nomad-notes.md, "Sub-messages that must be set"). Errors
+travel as gRPC status codes other than UNAVAILABLE/CANCELLED (which Nomad reads as "the plugin died");
+StartTask failures carry the RecoverableError detail Nomad's restart policy reads (docs/nomad-notes.md,
+"Errors").
 """
 
 from __future__ import annotations

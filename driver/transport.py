@@ -1,4 +1,4 @@
-"""go-plugin's server side for a Python plugin (the protocol as docs/nomad-notes.md describes it).
+"""go-plugin's server side for a Python plugin (docs/nomad-notes.md, "go-plugin: how an agent runs a plugin").
 
 `run(register)` does what a Go plugin's `plugin.Serve` does: check the magic cookie, negotiate the app
 protocol, ignore SIGINT, listen on a unix socket in a private temporary directory (TLS when the host

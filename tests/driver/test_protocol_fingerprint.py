@@ -1,5 +1,5 @@
 """Fingerprint health against the real moto server, the TaskEvents stream, and the agent-start sequence (three
-launches, docs/nomad-notes.md)."""
+launches: docs/nomad-notes.md, "Agent start: three launches")."""
 
 from __future__ import annotations
 
