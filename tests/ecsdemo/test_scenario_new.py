@@ -30,16 +30,16 @@ from ecsdemo.progress import RecordingReporter
 from ecsdemo.scenarios import runner
 from ecsdemo.scenarios.env import Options, ScenarioEnv
 from ecsdemo.scenarios.task_exit import REASON
-from tests.support import scenario_demo as flows
+from tests.support import scenario_demo
 from tests.support.aws import AwsHelper
 from tests.support.moto_world import create_demo_ecs
 from tests.support.scenario_demo import checks_of, failures
 
 POLL = 0.1          # the plugin's poll_interval in these tests (PluginRuntime's "100ms")
-FAST = dict(flows.FAST, timeout=20.0, settle=1.5, driver_poll_interval=POLL)
+FAST = dict(scenario_demo.FAST, timeout=20.0, settle=1.5, driver_poll_interval=POLL)
 
 
-class Agents(flows.StandInAgents):
+class Agents(scenario_demo.StandInAgents):
     """ecsdemo's agent adapter over stand-in agent processes: kill and restart signal the recorded process
     (SIGKILL / SIGTERM) through `ecsdemo.agents`; only starting one and asking its node ID go to the fake.
     `also_on_restart` runs right after the restart: a failure path's stand-in for a misbehaving plugin."""
@@ -63,17 +63,17 @@ class Agents(flows.StandInAgents):
 def make_env(demo, reporter=None, **opts) -> ScenarioEnv:
     return ScenarioEnv(cfg=demo.cfg, nomad=NomadClient(demo.fake.address, timeout=5),
                        reporter=reporter or RecordingReporter(), options=Options(**{**FAST, **opts}),
-                       agents=Agents(demo.cfg, demo), infra=flows.BoundInfra(demo.cfg, demo.ecs, demo.aws))
+                       agents=Agents(demo.cfg, demo), infra=scenario_demo.BoundInfra(demo.cfg, demo.ecs, demo.aws))
 
 
 def _factory(aws, ecs, tmp_path, request):
     made = []
 
     def make(**kw):
-        demo = flows.make_demo(aws, ecs, tmp_path / f"d{len(made)}", **kw)
+        demo = scenario_demo.make_demo(aws, ecs, tmp_path / f"d{len(made)}", **kw)
         made.append(demo)
         return demo
-    request.addfinalizer(lambda: [flows.stop_demo(d) for d in made])
+    request.addfinalizer(lambda: [scenario_demo.stop_demo(d) for d in made])
     return make
 
 
