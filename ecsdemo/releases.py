@@ -493,12 +493,11 @@ def _lock(path: Path, what: str, wait: float = LOCK_WAIT) -> Iterator[None]:
     """An exclusive lock on `path` (released when the process dies, so never stale)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("a+b") as f:
-        try:
-            wait_until(f"another ecsdemo is installing {what}", lambda _max_block: _try_lock(f), bool, wait,
-                       interval=0.2)
-        except EcsdemoError:
-            raise EcsdemoError(f"another ecsdemo has been installing {what} for {wait:.0f}s (lock {path})",
-                               hint="wait for it to finish, or stop it") from None
+        wait_until(f"another ecsdemo is installing {what}", lambda _max_block: _try_lock(f), bool, wait,
+                   interval=0.2,
+                   timed_out=lambda _locked: EcsdemoError(f"another ecsdemo has been installing {what} for "
+                                                          f"{wait:.0f}s (lock {path})",
+                                                          hint="wait for it to finish, or stop it"))
         try:
             yield
         finally:
