@@ -1,4 +1,5 @@
-"""Fixtures for the plugin's protocol tests: a factory of Nomad-like plugin hosts that never leaks processes."""
+"""Fixtures for the driver tests: a factory of Nomad-like plugin hosts that never leaks processes, and two plugin
+configs for the session moto server (`ecs_config`: a fixed ACTIVE cluster; `config`: the `world`'s cluster)."""
 
 from __future__ import annotations
 
@@ -46,5 +47,6 @@ def ecs_config(aws):
 
 @pytest.fixture
 def config(world):
+    """A plugin config pointing at the `world`'s cluster (tests/support/moto_world.py) on the session moto server."""
     return {"enabled": True, "cluster": world.cluster, "region": world.aws.region, "endpoint": world.aws.url,
             "fingerprint_interval": "200ms", "poll_interval": "200ms"}
