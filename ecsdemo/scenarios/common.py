@@ -82,8 +82,8 @@ def preflight(env: ScenarioEnv, res: ScenarioResult) -> Baseline:
                                                     for a in al or []) or "none"),
             interval=env.options.poll_interval, hint="see `ecsdemo status` and the client logs", error=ScenarioAbort)
     except ScenarioAbort as exc:
-        exc.precondition = True
-        raise
+        # nothing was changed yet: the same abort as a precondition (its exit code is set when it is made)
+        raise ScenarioAbort(exc.message, hint=exc.hint, precondition=True) from None
     running = with_arn(allocs)
     if len(running) != 1:
         raise ScenarioAbort(f"job {env.job_id} runs {len(running)} allocations; the scenarios expect exactly one",
