@@ -1,9 +1,10 @@
 """What a scenario run produces: checks with before/after values, the steps taken, and one report.
 
-A `ScenarioResult` is the record of one scenario (drain, undrain, lost-node, update, stop): every check
-that was made, in order, each with what was expected, what was seen before and after, and whether it
-passed. `Report` holds one or more results (`all` gives one per scenario) and decides the exit code.
-Nothing here talks to Nomad or AWS; the flows fill these in.
+A `ScenarioResult` is the record of one scenario (drain, undrain, lost-node, client-restart, task-exit,
+outage, update, stop): every check that was made (an `ecsdemo.check.Check`), in order, each with what was
+expected, what was seen before and after, and whether it passed. `ScenarioAbort` stops a scenario, as a
+failed precondition or a failure part-way. `Report` holds one or more results (`all` gives one per
+scenario) and decides the exit code. Nothing here talks to Nomad or AWS; the scenario modules fill these in.
 """
 
 from __future__ import annotations
