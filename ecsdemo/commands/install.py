@@ -22,8 +22,8 @@ def install(
     product: Annotated[str, typer.Argument(help="nomad or terraform.", metavar="nomad|terraform",
                                            show_default=False)],
     version: Annotated[Optional[str], typer.Option("--version", help="Version to install. (default: Nomad "
-                                                    "1.9.7, the last with remote task drivers; Terraform: the "
-                                                    "newest 1.x in the index)", show_default=False)] = None,
+                                                   "1.9.7, the last with remote task drivers; Terraform: the "
+                                                   "newest 1.x in the index)", show_default=False)] = None,
     releases_url: ReleasesUrlOpt = None,
     releases_key: ReleasesKeyOpt = None,
     json: JsonOpt = False,

@@ -79,9 +79,9 @@ def test_installed_launcher_passes_the_check_against_moto(tmp_path, aws):
     launcher = plugininstall.install_launcher(tmp_path / "plugins")
     reporter = RecordingReporter()
     report = drivercheck.check_plugin(launcher, {"enabled": True, "cluster": "checked", "region": aws.region,
-                                               "endpoint": aws.url}, reporter,
-                                    env=dict(os.environ, AWS_EC2_METADATA_DISABLED="true"),
-                                    log_path=tmp_path / "plugin.log")
+                                                 "endpoint": aws.url}, reporter,
+                                      env=dict(os.environ, AWS_EC2_METADATA_DISABLED="true"),
+                                      log_path=tmp_path / "plugin.log")
     assert report.ok, report.to_json()
     assert [s.name for s in report.steps] == ["launch and handshake", "plugin info", "schemas", "SetConfig",
                                               "capabilities", "fingerprint", "shutdown"]
@@ -96,14 +96,14 @@ def test_check_reports_an_unhealthy_driver_and_a_bad_config(tmp_path, aws):
     launcher = plugininstall.install_launcher(tmp_path / "plugins")
     env = dict(os.environ, AWS_EC2_METADATA_DISABLED="true")
     report = drivercheck.check_plugin(launcher, {"enabled": True, "cluster": "absent", "region": aws.region,
-                                               "endpoint": aws.url}, RecordingReporter(), env=env)
+                                                 "endpoint": aws.url}, RecordingReporter(), env=env)
     assert not report.ok
     failed = [s for s in report.steps if not s.ok]
     assert [s.name for s in failed] == ["fingerprint"] and "not found" in failed[0].detail
     assert report.steps[-1].name == "shutdown" and report.steps[-1].ok
 
     bad = drivercheck.check_plugin(launcher, {"enabled": True, "cluster": "c", "poll_interval": "often"},
-                                 RecordingReporter(), env=env)
+                                   RecordingReporter(), env=env)
     assert [(s.name, s.ok) for s in bad.steps][-1] == ("SetConfig", False)
     assert "poll_interval" in bad.steps[-1].detail and "'often'" in bad.steps[-1].detail
 
