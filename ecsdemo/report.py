@@ -24,8 +24,8 @@ from ecsdemo.check import format_value
 from ecsdemo.config import DemoConfig
 from ecsdemo.errors import EcsdemoError
 from ecsdemo.files import write_atomic
-from ecsdemo.nomad import short
-from ecsdemo.watch import TERMINAL, Event, Watcher, task_id
+from ecsdemo.nomad import TERMINAL_CLIENT_STATUSES, short
+from ecsdemo.watch import Event, Watcher, task_id
 
 # what a scenario step did, from its text (steps are written by ecsdemo.scenarios; waits are not moments)
 MOMENT_KINDS = (
@@ -164,12 +164,12 @@ def build_timeline(samples: list[Sample], results: list[Any], events: list[Event
     allocs = []
     for alloc_id, points in alloc_points.items():
         a = alloc_info[alloc_id]
-        if all(label in TERMINAL for _, label in points):
+        if all(label in TERMINAL_CLIENT_STATUSES for _, label in points):
             continue                # it finished before the recording began
         segs = _segments(points, t1)
-        done = next((g.start for g in segs if g.label in TERMINAL), None)
+        done = next((g.start for g in segs if g.label in TERMINAL_CLIENT_STATUSES), None)
         # a finished allocation's bar ends when it finished; its last (terminal) segment is not drawn
-        segs = [g for g in segs if g.label not in TERMINAL] or segs[:1]
+        segs = [g for g in segs if g.label not in TERMINAL_CLIENT_STATUSES] or segs[:1]
         stop_at = done if done is not None else t1
         for g in segs:
             g.end = min(g.end, stop_at)

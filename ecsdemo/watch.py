@@ -29,7 +29,6 @@ from ecsdemo.config import JOB_ID, TASK_NAME, DemoConfig
 from ecsdemo.errors import EcsdemoError
 from ecsdemo.nomad import NomadClient, NomadError, short, task_arn
 
-TERMINAL = ("complete", "failed", "lost")
 KEEP_STOPPED_S = 60.0           # how long a stopped ECS task no allocation names stays in the view
 
 

@@ -14,7 +14,6 @@ from ecsdemo.config import DRIVER_NAME
 from ecsdemo.nomad import TERMINAL_CLIENT_STATUSES, node_draining, node_ecs_driver, short, task_arn
 
 STOP_REASON_PREFIX = "Stopped by Nomad"
-CLIENT_TERMINAL = TERMINAL_CLIENT_STATUSES
 
 
 # --- allocations -----------------------------------------------------------------------------------
@@ -383,7 +382,7 @@ def handed_over(allocs: Iterable[dict], running_id: str, arn: str, task: str) ->
     """Finished allocations of the job whose task handle names `arn`, the ECS task allocation `running_id`
     runs now: they handed it over (drain or lost node). Newest first."""
     out = [a for a in allocs if a.get("ID") != running_id and task_arn(a, task) == arn
-           and (a.get("ClientStatus") in CLIENT_TERMINAL or a.get("DesiredStatus") in ("stop", "evict"))]
+           and (a.get("ClientStatus") in TERMINAL_CLIENT_STATUSES or a.get("DesiredStatus") in ("stop", "evict"))]
     return sorted(out, key=lambda a: a.get("ModifyIndex", 0), reverse=True)
 
 

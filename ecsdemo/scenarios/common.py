@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ecsdemo.nomad import short, supports_remote_tasks
+from ecsdemo.nomad import TERMINAL_CLIENT_STATUSES, short, supports_remote_tasks
 from ecsdemo.scenarios import checks
 from ecsdemo.scenarios.env import ScenarioEnv
 from ecsdemo.scenarios.model import ScenarioAbort, ScenarioResult
@@ -141,7 +141,7 @@ def wait_replacement(env: ScenarioEnv, base: Baseline, watch: AllocWatch, what: 
             return False
         if other_node and new.get("NodeID") == base.node_id:
             return False
-        return not need_old_done or old is None or old.get("ClientStatus") in checks.CLIENT_TERMINAL
+        return not need_old_done or old is None or old.get("ClientStatus") in TERMINAL_CLIENT_STATUSES
 
     def explain(_: Any) -> str:
         new, old = state.get("new"), state.get("old")

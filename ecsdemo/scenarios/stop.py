@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ecsdemo.nomad import short
+from ecsdemo.nomad import TERMINAL_CLIENT_STATUSES, short
 from ecsdemo.scenarios import checks
 from ecsdemo.scenarios.common import AllocWatch, preflight, wait_ecs_stopped
 from ecsdemo.scenarios.env import ScenarioEnv
@@ -19,7 +19,7 @@ def run_stop(env: ScenarioEnv, res: ScenarioResult) -> None:
     with env.step(res, "Wait for the job's allocations to finish"):
         allocs = wait_until(
             f"the allocations of job {env.job_id} did not finish", watch.fetch,
-            lambda al: bool(al) and all(a.get("ClientStatus") in checks.CLIENT_TERMINAL for a in al),
+            lambda al: bool(al) and all(a.get("ClientStatus") in TERMINAL_CLIENT_STATUSES for a in al),
             env.options.timeout,
             lambda al: ", ".join(f"{short(a['ID'])} {a.get('DesiredStatus')}/{a.get('ClientStatus')}"
                                  for a in al or []),
