@@ -24,6 +24,7 @@ from ecsdemo.progress import RecordingReporter
 from ecsdemo.scenarios.env import Agents, Options, ScenarioEnv
 from tests.fakenomad import FakeNomad, PluginRuntime, Timings
 from tests.support.moto_world import FAMILY
+from tests.support.waiting import wait_for
 
 FAST = dict(timeout=8.0, sample_interval=0.05, poll_interval=0.05, block_wait=1.0)
 
@@ -122,16 +123,9 @@ def make_demo(aws, ecs, tmp_path, version="1.6.5", runtime_kw=None, run_job=True
     demo.node_ids = fake.add_nodes({name: {"pid": demo.record_agent(name)} for name in demo.names})
     api = demo.nomad()
     api.register_job(api.parse_job(ecs.job_hcl(restarts=restarts)))
-    if not run_job:
-        return demo
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        running = [a for a in api.job_allocations(JOB_ID) if a["ClientStatus"] == "running" and task_arn(a, TASK_NAME)]
-        if running:
-            break
-        time.sleep(0.05)
-    else:
-        raise AssertionError("the demo job never ran on the fake")
+    if run_job:
+        wait_for(lambda: any(a["ClientStatus"] == "running" and task_arn(a, TASK_NAME)
+                             for a in api.job_allocations(JOB_ID)), timeout=10, what="the demo job to run on the fake")
     return demo
 
 
