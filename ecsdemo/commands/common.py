@@ -5,10 +5,11 @@ from __future__ import annotations
 import contextlib
 import json as jsonlib
 from pathlib import Path
-from typing import Annotated, Any, Iterator, Optional
+from typing import Annotated, Any, Iterable, Iterator, Optional
 
 import typer
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+from rich.table import Table
 
 from ecsdemo.console import err_console
 
@@ -78,3 +79,14 @@ def echo_json(data: Any) -> None:
     """Print `data` as indented JSON with sorted keys (the `--json` output of infra, local, render and
     driver check)."""
     typer.echo(jsonlib.dumps(data, indent=2, sort_keys=True))
+
+
+def key_value_table(rows: Iterable[tuple[str, str]]) -> Table:
+    """Settings as two borderless columns: the key in bold, the value folded when long (infra outputs,
+    local status)."""
+    table = Table(box=None, show_header=False, pad_edge=False)
+    table.add_column(style="bold")
+    table.add_column(overflow="fold")
+    for key, value in rows:
+        table.add_row(key, value)
+    return table

@@ -5,10 +5,17 @@ from __future__ import annotations
 from typing import Annotated, Optional
 
 import typer
-from rich.table import Table
 
 from ecsdemo import infra
-from ecsdemo.commands.common import JsonOpt, ModeOpt, RegionOpt, StateDirOpt, TfPluginDirOpt, echo_json
+from ecsdemo.commands.common import (
+    JsonOpt,
+    ModeOpt,
+    RegionOpt,
+    StateDirOpt,
+    TfPluginDirOpt,
+    echo_json,
+    key_value_table,
+)
 from ecsdemo.console import RichReporter, console
 from ecsdemo.errors import EcsdemoError
 from ecsdemo.outputs import recorded
@@ -34,13 +41,7 @@ def register(app: typer.Typer) -> None:
 
 
 def _print_outputs(outputs) -> None:
-    table = Table(box=None, show_header=False, pad_edge=False)
-    table.add_column(style="bold")
-    table.add_column(overflow="fold")
-    for key, value in outputs.to_json().items():
-        if value is not None:
-            table.add_row(key, str(value))
-    console.print(table)
+    console.print(key_value_table((key, str(value)) for key, value in outputs.to_json().items() if value is not None))
 
 
 def apply_cmd(local: ModeOpt = None, region: RegionOpt = None, name: NameOpt = None, vpc_cidr: CidrOpt = None,

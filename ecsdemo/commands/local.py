@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import typer
-from rich.table import Table
 
 from ecsdemo import local
-from ecsdemo.commands.common import JsonOpt, StateDirOpt, echo_json
+from ecsdemo.commands.common import JsonOpt, StateDirOpt, echo_json, key_value_table
 from ecsdemo.console import RichReporter, console
 from ecsdemo.errors import EcsdemoError
 from ecsdemo.state import StateDir
@@ -46,15 +45,10 @@ def local_status(json: JsonOpt = False, state_dir: StateDirOpt = None) -> None:
     if json:
         echo_json(status)
     elif status is not None:
-        table = Table(box=None, show_header=False, pad_edge=False)
-        table.add_column(style="bold")
-        table.add_column(overflow="fold")
         state_text = "[green]healthy[/green]" if status["healthy"] else (
             "[yellow]running but not answering[/yellow]" if status["running"] else "[red]not running[/red]")
-        table.add_row("status", state_text)
-        for key in ("url", "pid", "port", "log", "started_at"):
-            table.add_row(key, str(status.get(key)))
-        console.print(table)
+        rows = [(key, str(status.get(key))) for key in ("url", "pid", "port", "log", "started_at")]
+        console.print(key_value_table([("status", state_text), *rows]))
     if status is None:
         raise EcsdemoError("no local AWS endpoint was started in this state directory",
                            hint="`ecsdemo local start` starts one")
