@@ -89,11 +89,7 @@ def _run_step(report: CheckReport, reporter: Reporter, title: str, fn: Callable[
     try:
         with reporter.step(title):
             detail = fn()
-    except _Failed as exc:
-        report.steps.append(Check(title, False, str(exc)))
-        reporter.warn(f"{title}: {exc}")
-        return False
-    except PluginError as exc:
+    except (_Failed, PluginError) as exc:   # a failure worded for the user
         report.steps.append(Check(title, False, str(exc)))
         reporter.warn(f"{title}: {exc}")
         return False
