@@ -5,12 +5,14 @@ from __future__ import annotations
 import io
 import subprocess
 import sys
+import time
+from types import SimpleNamespace
 
 import pytest
 import typer
 from rich.console import Console
 
-from ecsdemo import cli, files, paths
+from ecsdemo import cli, files, paths, waiting
 from ecsdemo.config import DemoConfig
 from ecsdemo.console import RichReporter
 from ecsdemo.errors import EcsdemoError
@@ -145,3 +147,48 @@ def test_write_atomic_replaces_whole_files_and_leaves_nothing_behind_on_failure(
         write_atomic(target, "two\n")
     assert target.read_text() == "one\n"
     assert [p.name for p in target.parent.iterdir()] == ["f.txt"]   # the temporary file was removed
+
+
+class Abort(EcsdemoError):
+    """A caller's own error class: wait_until raises it on timeout."""
+
+
+def test_wait_until_returns_value_or_names_what_did_not_happen():
+    calls = []
+
+    def fetch(block):
+        calls.append(block)
+        return len(calls)
+
+    assert wait_until("x", fetch, lambda v: v >= 3, timeout=5, explain=str, interval=0.01, error=Abort) == 3
+    with pytest.raises(Abort) as info:
+        wait_until("no replacement allocation was placed", lambda b: "still 1", lambda v: False, timeout=0.2,
+                   explain=lambda v: f"state: {v}", interval=0.05, error=Abort)
+    assert str(info.value).startswith("no replacement allocation was placed within 0.2s; state: still 1")
+
+
+def test_wait_until_gives_blocking_fetches_the_remaining_time():
+    seen = []
+
+    def fetch(block):
+        seen.append(block)
+        time.sleep(0.05)
+        return None
+
+    with pytest.raises(Abort):
+        wait_until("nothing", fetch, lambda v: False, timeout=0.3, explain=lambda v: "", interval=0.01,
+                   error=Abort)
+    assert seen[0] > 0.25 and all(b <= 0.3 for b in seen) and seen == sorted(seen, reverse=True)
+
+
+def test_observe_looks_for_the_whole_time(monkeypatch):
+    now = [100.0]  # a clock only observe's sleeps move: the count does not depend on the machine's load
+    monkeypatch.setattr(waiting, "time", SimpleNamespace(monotonic=lambda: now[0],
+                                                         sleep=lambda s: now.__setitem__(0, now[0] + s)))
+    seen = []
+    n = waiting.observe(0.5, 0.125, lambda: seen.append(now[0] - 100.0))  # binary-exact steps
+    assert n == len(seen) == 5 and seen == [0.0, 0.125, 0.25, 0.375, 0.5]
+    seen.clear()
+    n = waiting.observe(0.3, 0.125, lambda: seen.append(now[0] - 100.5))
+    assert n == 4 and seen[-1] == pytest.approx(0.3)  # the last look is at the end, not one interval early
+    assert waiting.observe(0, 0.125, lambda: None) == 1  # at least once

@@ -13,7 +13,7 @@ import pytest
 
 from ecsdemo import agents, lifecycle, render
 from ecsdemo.errors import EcsdemoError
-from tests.support.standin_demo import fast_timing, outputs_for
+from tests.support.standin_demo import fast_timing
 
 
 # --- start_cluster (the Nomad part of `up`) --------------------------------------------------------
@@ -125,7 +125,7 @@ def test_run_shows_nomads_own_error_text(demo):
 def test_run_when_the_task_fails_to_start_reports_the_driver_error(demo):
     # a job whose task definition ECS does not know: the plugin's RunTask fails (unrecoverable)
     missing = dataclasses.replace(demo.ecs_demo, task_definition="no-such-family:9")
-    render.render_all(demo.cfg, outputs_for(missing, missing.endpoint), missing.endpoint)
+    render.render_all(demo.cfg, missing.outputs(), missing.endpoint)
     demo.add_nodes()
     with pytest.raises(EcsdemoError, match="the demo task failed to start: .*Unable to describe task definition"):
         lifecycle.run(demo.cfg, demo.reporter, fast_timing())

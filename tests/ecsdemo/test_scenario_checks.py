@@ -6,16 +6,13 @@ import base64
 import json
 import threading
 import time
-from types import SimpleNamespace
 
 import pytest
 
-from ecsdemo import waiting
 from ecsdemo.nomad import supports_remote_tasks
 from ecsdemo.scenarios import checks
 from ecsdemo.scenarios.model import Report, ScenarioAbort, ScenarioResult
 from ecsdemo.scenarios.sampler import EcsSampler
-from ecsdemo.waiting import wait_until
 
 A1 = "5b3c2a9e-0f7d-4a5e-9c1b-2d8e7f6a1b01"
 A2 = "9d1e4f7a-3c2b-4e8d-a6f5-0b9c8d7e6f02"
@@ -167,34 +164,6 @@ def test_report_exit_codes_and_json():
     assert Report("all", [r, skipped]).exit_code == 1 and skipped.status == "skipped"
 
 
-def test_wait_until_returns_value_or_names_what_did_not_happen():
-    calls = []
-
-    def fetch(block):
-        calls.append(block)
-        return len(calls)
-
-    assert wait_until("x", fetch, lambda v: v >= 3, timeout=5, explain=str, interval=0.01, error=ScenarioAbort) == 3
-    with pytest.raises(ScenarioAbort) as info:
-        wait_until("no replacement allocation was placed", lambda b: "still 1", lambda v: False, timeout=0.2,
-                   explain=lambda v: f"state: {v}", interval=0.05, error=ScenarioAbort)
-    assert str(info.value).startswith("no replacement allocation was placed within 0.2s; state: still 1")
-
-
-def test_wait_until_gives_blocking_fetches_the_remaining_time():
-    seen = []
-
-    def fetch(block):
-        seen.append(block)
-        time.sleep(0.05)
-        return None
-
-    with pytest.raises(ScenarioAbort):
-        wait_until("nothing", fetch, lambda v: False, timeout=0.3, explain=lambda v: "", interval=0.01,
-                   error=ScenarioAbort)
-    assert seen[0] > 0.25 and all(b <= 0.3 for b in seen) and seen == sorted(seen, reverse=True)
-
-
 def test_ecs_sampler_records_statuses_and_errors():
     states = iter(["RUNNING", "RUNNING", RuntimeError("boom")] + ["STOPPED"] * 100)
     lock = threading.Lock()
@@ -324,16 +293,3 @@ def test_drivers_healthy_again():
     sick = checks.check_drivers_healthy([node(N1, "c1"), node(N2, "c2", healthy=False)])
     assert not sick.ok and "c2" in sick.detail
     assert not checks.check_drivers_healthy([]).ok
-
-
-def test_observe_looks_for_the_whole_time(monkeypatch):
-    now = [100.0]  # a clock only observe's sleeps move: the count does not depend on the machine's load
-    monkeypatch.setattr(waiting, "time", SimpleNamespace(monotonic=lambda: now[0],
-                                                         sleep=lambda s: now.__setitem__(0, now[0] + s)))
-    seen = []
-    n = waiting.observe(0.5, 0.125, lambda: seen.append(now[0] - 100.0))  # binary-exact steps
-    assert n == len(seen) == 5 and seen == [0.0, 0.125, 0.25, 0.375, 0.5]
-    seen.clear()
-    n = waiting.observe(0.3, 0.125, lambda: seen.append(now[0] - 100.5))
-    assert n == 4 and seen[-1] == pytest.approx(0.3)  # the last look is at the end, not one interval early
-    assert waiting.observe(0, 0.125, lambda: None) == 1  # at least once

@@ -24,7 +24,6 @@ import pytest
 from ecsdemo import agents, local, render
 from ecsdemo.config import DemoConfig
 from ecsdemo.lifecycle import Timing
-from ecsdemo.outputs import Outputs
 from ecsdemo.progress import RecordingReporter
 from tests.fakenomad import FakeNomad, PluginRuntime, Timings
 from tests.support.moto_world import EcsDemo
@@ -126,15 +125,6 @@ class AgentBridge:
                                                              runtime=runtime)
 
 
-def outputs_for(ecs_demo, endpoint: str | None) -> Outputs:
-    family, revision = ecs_demo.task_definition.split(":")
-    return Outputs(demo_subnet_id=ecs_demo.subnet, demo_security_group_id=ecs_demo.security_group,
-                   cluster_name=ecs_demo.cluster, region=ecs_demo.region, task_definition_family=family,
-                   task_definition_revision=int(revision),
-                   task_definition_arn=f"arn:aws:ecs:{ecs_demo.region}:123456789012:task-definition/{family}:{revision}",
-                   endpoint=endpoint)
-
-
 def make_config(tmp_path: Path, server_port: int, **kw) -> DemoConfig:
     return DemoConfig(state_dir=tmp_path / "state", render_dir=tmp_path / "nomad", local=True, clients=2,
                       server_http_port=server_port, server_rpc_port=local.free_port(),
@@ -188,7 +178,7 @@ def _demo(tmp_path, monkeypatch, ecs_demo, aws):
     cfg = make_config(tmp_path, fake.port)
     cfg.save()
     record_endpoint(cfg, ecs_demo.endpoint)
-    render.render_all(cfg, outputs_for(ecs_demo, ecs_demo.endpoint), ecs_demo.endpoint)
+    render.render_all(cfg, ecs_demo.outputs(), ecs_demo.endpoint)
     d = Demo(cfg=cfg, fake=fake, ecs_demo=ecs_demo, aws=aws)
     try:
         yield d
