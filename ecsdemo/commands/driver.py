@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from rich.table import Table
 
-from driver.main import main as plugin_main  # the plugin's public entry point (it imports its server lazily)
-from ecsdemo import drivercheck, plugininstall, render
+from ecsdemo import plugininstall, render
 from ecsdemo.commands.common import JsonOpt, LocalOpt, RegionOpt, StateDirOpt, echo_json
 from ecsdemo.console import RichReporter, console
 from ecsdemo.errors import EcsdemoError
 from ecsdemo.resolve import resolve_config
+
+if TYPE_CHECKING:
+    from ecsdemo.drivercheck import CheckReport
 
 PluginDirOpt = Annotated[Optional[Path], typer.Option(
     "--plugin-dir", file_okay=False,
@@ -36,6 +38,7 @@ def register(app: typer.Typer) -> None:
 
 def serve() -> None:
     """Run the plugin in this process, as Nomad runs nomad-driver-ecs (it needs Nomad's magic cookie)."""
+    from driver.main import main as plugin_main  # noqa: PLC0415 - lazy: gRPC and the plugin stay out of other commands' start-up
     plugin_main()
 
 
@@ -59,6 +62,7 @@ def check(plugin_dir: PluginDirOpt = None, local: LocalOpt = False, cluster: Clu
     brought up with `up --local` is checked against its running embedded endpoint.
     """
     cfg = resolve_config(state_dir)
+    from ecsdemo import drivercheck  # noqa: PLC0415 - lazy: gRPC stays out of every other command's start-up
     report = drivercheck.check_installed(cfg, RichReporter(quiet=json), plugin_dir=plugin_dir, local_endpoint=local,
                                          cluster=cluster, region=region, endpoint=endpoint)
     if json:
@@ -71,7 +75,7 @@ def check(plugin_dir: PluginDirOpt = None, local: LocalOpt = False, cluster: Clu
                            hint=f"the plugin's log is {report.log_path}")
 
 
-def _print_report(report: drivercheck.CheckReport) -> None:
+def _print_report(report: CheckReport) -> None:
     table = Table(title=f"nomad-driver-ecs check: {report.launcher}", show_lines=False)
     table.add_column("", width=1)
     table.add_column("step")
