@@ -23,7 +23,6 @@ from ecsdemo.nomad import REMOTE_TASKS_FROM, REMOTE_TASKS_UNTIL, parse_version
 
 TERRAFORM_MIN = (1, 0, 0)
 COMMAND_TIMEOUT = 15.0
-SOURCES = ("env", "PATH", "ecsdemo cache")
 _versions: dict[tuple, tuple[tuple[int, int, int] | None, str]] = {}
 
 

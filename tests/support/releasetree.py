@@ -118,22 +118,24 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
     def log_message(self, *args) -> None:
         pass
 
+    def _start_file(self) -> bytes:
+        """Send the 200 and the full Content-Length of the requested file; returns its bytes to write."""
+        data = (Path(self.directory) / self.path.lstrip("/")).read_bytes()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        return data
+
     def do_GET(self):
         self.server.requests.append(self.path)
         if self.path in self.server.truncate:
-            data = (Path(self.directory) / self.path.lstrip("/")).read_bytes()
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
+            data = self._start_file()
             self.wfile.write(data[: len(data) // 3])
             self.wfile.flush()
             self.close_connection = True
             return
         if self.path in self.server.slow:        # half the file, a pause, then the rest
-            data = (Path(self.directory) / self.path.lstrip("/")).read_bytes()
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
+            data = self._start_file()
             self.wfile.write(data[: len(data) // 2])
             self.wfile.flush()
             time.sleep(self.server.slow[self.path])
